@@ -1,0 +1,62 @@
+"""Gradient-Optimized Cache: cached-gradient propagation for reused branch outputs (GOC.md §3).
+
+At a reused step ``s`` a site hands back ``O[s-1] + w * (O[s-1] - O[s-2])`` instead of plain
+``O[s-1]``, where ``O`` are the two most recent values the site actually *used* (fresh when
+computed, corrected when reused). Correction only at ``correction_steps`` and only with two
+values queued; ``w = 0`` is plain reuse, bit for bit (the correction is skipped, not zeroed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from gocopt.errors import ScheduleError
+
+
+@dataclass(frozen=True)
+class GOCConfig:
+    """GOC parameters of a schedule.
+
+    Args:
+        w: step size of the extrapolation; one float for every site, or one per site (schedule
+            column order). 0 means plain reuse. GOC.md §8: stable only for w < 1 at interval 2.
+        correction_steps: sampling steps (0-based) at which reused sites are corrected; reused
+            steps outside it (inflection points, the first reuse) fall back to plain reuse.
+    """
+
+    w: float | tuple[float, ...] = 0.0
+    correction_steps: frozenset[int] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.w, (int, float)):
+            object.__setattr__(self, "w", tuple(float(v) for v in self.w))
+        object.__setattr__(self, "correction_steps", frozenset(int(s) for s in self.correction_steps))
+        if any(s < 0 for s in self.correction_steps):
+            raise ScheduleError(f"correction steps must be >= 0, got {sorted(self.correction_steps)}")
+
+    @classmethod
+    def plain(cls) -> "GOCConfig":
+        return cls()
+
+    @classmethod
+    def at_steps(cls, w: float | Iterable[float], steps: Iterable[int]) -> "GOCConfig":
+        return cls(w if isinstance(w, (int, float)) else tuple(w), frozenset(steps))
+
+    def weight(self, site: int) -> float:
+        return float(self.w) if isinstance(self.w, float | int) else self.w[site]
+
+    def check_sites(self, num_sites: int) -> None:
+        if not isinstance(self.w, (int, float)) and len(self.w) != num_sites:
+            raise ScheduleError(f"GOC has {len(self.w)} per-site weights but the model has {num_sites} sites")
+
+    def __repr__(self) -> str:
+        w = f"{self.w:g}" if isinstance(self.w, (int, float)) else f"<{len(self.w)} per-site weights>"
+        return f"GOCConfig(w={w}, correction_steps={sorted(self.correction_steps)})"
+
+
+def extrapolate(newest: torch.Tensor, older: torch.Tensor, w: float) -> torch.Tensor:
+    """``newest + w * (newest - older)``: one subtract and one fused multiply-add."""
+    return torch.add(newest, newest - older, alpha=w)

@@ -1,0 +1,79 @@
+"""Named host schedules: the baselines every searched schedule is compared with and seeded by.
+
+* ``none`` — compute everything (the uncached model).
+* ``interval:K`` — FORA-style: every site is computed at steps divisible by K, reused otherwise.
+* ``l2c:B`` — Learning-to-Cache-like static schedule at cost B: reuse concentrated in the early,
+  noisy steps and almost none in the last ones, alternating blocks so that no site is reused many
+  steps in a row (L2C's learned DDIM-20 router looks like this; GOC.md §6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gocopt.errors import ScheduleError
+from gocopt.runtime.goc import GOCConfig
+from gocopt.schedule.schedule import Schedule
+
+
+def interval_mask(steps: int, num_sites: int, k: int) -> np.ndarray:
+    if k < 1:
+        raise ScheduleError(f"interval must be >= 1, got {k}")
+    return np.repeat((np.arange(steps) % k == 0)[:, None], num_sites, axis=1)
+
+
+def l2c_mask(steps: int, site_blocks: Sequence[int], site_flops: Sequence[float], budget: float) -> np.ndarray:
+    """Reuse (step, site) pairs in order of an early-step priority until the cost is <= budget."""
+    if not 0 < budget <= 1:
+        raise ScheduleError(f"l2c budget must be in (0, 1], got {budget}")
+    flops = np.asarray(site_flops, dtype=np.float64)
+    mask = np.ones((steps, len(flops)), dtype=bool)
+    total = steps * flops.sum()
+    cost = 1.0
+    pairs = []
+    for s in range(1, steps):
+        earliness = 1.0 - s / max(1, steps - 1)
+        for i, block in enumerate(site_blocks):
+            alternate = 1.0 if (s + block) % 2 == 1 else 0.5
+            pairs.append((-(earliness * alternate), s, i))
+    for _, s, i in sorted(pairs):
+        if cost <= budget:
+            break
+        mask[s, i] = False
+        cost -= flops[i] / total
+    return mask
+
+
+def named_schedule(
+    spec: str,
+    site_ids: Sequence[str],
+    *,
+    steps: int,
+    site_flops: Sequence[float] | None = None,
+    site_blocks: Sequence[int] | None = None,
+    timesteps: Sequence[float] | None = None,
+    goc: GOCConfig | None = None,
+) -> Schedule:
+    """Build ``none``, ``interval:K`` or ``l2c:B`` for these sites and this many steps."""
+    name, _, arg = spec.partition(":")
+    n = len(site_ids)
+    if name == "none":
+        mask = np.ones((steps, n), dtype=bool)
+    elif name == "interval":
+        try:
+            mask = interval_mask(steps, n, int(arg))
+        except ValueError as e:
+            raise ScheduleError(f"bad schedule {spec!r}: write interval:K with an integer K >= 1") from e
+    elif name == "l2c":
+        if site_flops is None or site_blocks is None:
+            raise ScheduleError("l2c schedules need the sites' FLOPs and blocks")
+        try:
+            budget = float(arg)
+        except ValueError as e:
+            raise ScheduleError(f"bad schedule {spec!r}: write l2c:B with a budget B in (0, 1]") from e
+        mask = l2c_mask(steps, site_blocks, site_flops, budget)
+    else:
+        raise ScheduleError(f"unknown schedule {spec!r}; named schedules are none, interval:K, l2c:B (or a file path)")
+    return Schedule(mask, tuple(site_ids), timesteps, goc or GOCConfig(), spec)
