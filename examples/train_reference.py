@@ -1,10 +1,10 @@
 """Train gocopt's reference DiT on scikit-learn's 8×8 digits, from a seed, on CPU.
 
-    python examples/train_reference.py --steps 6000 --out gocopt/models/weights/reference_dit.safetensors
+    python examples/train_reference.py --steps 2500 --out gocopt/models/weights/reference_dit.safetensors
 
 Epsilon-prediction MSE, uniform timesteps, AdamW with warm-up and cosine decay, an EMA of the
 weights (the EMA is what ships), 10% label dropout so the model learns its unconditional half
-for classifier-free guidance. Takes about 25 minutes on 2 cores.
+for classifier-free guidance. Takes about 11 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from gocopt.sampling import GaussianDiffusion
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="DiT-Digits")
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=6e-4)
-    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="gocopt/models/weights/reference_dit.safetensors")

@@ -11,6 +11,8 @@ from safetensors.torch import load_model
 from gocopt.models.dit import DIT_CONFIGS, DiT, dit
 
 REFERENCE_WEIGHTS = Path(__file__).parent / "weights" / "reference_dit.safetensors"
+# Guidance scale the reference model is sampled and scored with (DiT's own samples use 4.0).
+REFERENCE_GUIDANCE_SCALE = 4.0
 
 
 def reference(device: torch.device | str = "cpu") -> DiT:

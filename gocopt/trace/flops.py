@@ -1,16 +1,20 @@
-"""Measured FLOPs (not formulas over configs): run the code under ``FlopCounterMode``.
+"""Measured FLOPs (not formulas over configs): count the aten ops a call really runs.
 
-PyTorch's counter knows the CUDA attention kernels but not the CPU flash kernel that
+A small ``TorchDispatchMode`` over PyTorch's own FLOP formulas (``torch.utils.flop_counter``),
+without ``FlopCounterMode``'s module tracker, which trips over autograd Functions in models.
+PyTorch's table knows the CUDA attention kernels but not the CPU flash kernel that
 ``scaled_dot_product_attention`` dispatches to here, so that one is added: 2·B·H·Tq·Tk·(Dqk + Dv).
+Per-module totals come from forward hooks that read the running total at entry and exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry, shape_wrapper
 
 
 def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -19,34 +23,54 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
     return 2 * b * h * tq * tk * (d + dv)
 
 
-_CUSTOM = {}
+_FORMULAS: dict[Any, Callable[..., int]] = dict(flop_registry)
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _CUSTOM[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+    _FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = shape_wrapper(_cpu_flash_attention_flops)
 
 
-def flop_counter() -> FlopCounterMode:
-    """A silent ``FlopCounterMode`` that also counts CPU attention."""
-    return FlopCounterMode(display=False, custom_mapping=_CUSTOM)
+class FlopCounter(TorchDispatchMode):
+    """``with FlopCounter() as c: ...``; then ``c.total`` is the FLOPs of what ran inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = _FORMULAS.get(func._overloadpacket)
+        if formula is not None:
+            self.total += int(formula(*args, **kwargs, out_val=out))
+        return out
 
 
 @torch.no_grad()
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """Total FLOPs of one call ``fn(*args, **kwargs)``."""
-    with flop_counter() as counter:
+    with FlopCounter() as counter:
         fn(*args, **kwargs)
-    return int(counter.get_total_flops())
+    return counter.total
 
 
 @torch.no_grad()
-def flops_by_module(module: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[str, int]:
-    """FLOPs per module path of one forward, keyed like ``"blocks.3"`` (root prefix stripped)."""
-    with flop_counter() as counter:
-        module(*args, **kwargs)
-    root = type(module).__name__
-    out = {}
-    for name, ops in counter.get_flop_counts().items():
-        if name == "Global":
-            continue
-        key = name[len(root) + 1 :] if name.startswith(root + ".") else ("" if name == root else name)
-        out[key] = int(sum(ops.values()))
-    return out
+def flops_by_module(model: torch.nn.Module, paths: Iterable[str], **call: Any) -> dict[str, int]:
+    """FLOPs spent inside each module of ``paths`` during one ``model(**call)``."""
+    flops = {path: 0 for path in paths}
+    counter = FlopCounter()
+    handles = []
+    for path in flops:
+        module = model.get_submodule(path)
+        entry: list[int] = []
+        handles.append(module.register_forward_pre_hook(lambda m, a, entry=entry: entry.append(counter.total)))
+
+        def exit_hook(m, a, out, path=path, entry=entry):
+            flops[path] += counter.total - entry.pop()
+
+        handles.append(module.register_forward_hook(exit_hook))
+    try:
+        with counter:
+            model(**call)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return flops

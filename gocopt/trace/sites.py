@@ -22,7 +22,7 @@ from torch import fx, nn
 from gocopt.errors import TraceError
 from gocopt.trace.blocks import block_of, find_block_lists, record_block_calls
 from gocopt.trace.branches import BranchSite, find_branch_sites
-from gocopt.trace.flops import flop_counter, flops_by_module
+from gocopt.trace.flops import FlopCounter, flops_by_module
 from gocopt.trace.tracer import LeafPredicate, bind_call, has_tensor, trace_module
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def trace_sites(model: nn.Module, example_inputs: Any = None) -> TracedModel:
     """Trace ``model`` on one example call and find its cache sites (see the module docstring)."""
     call = example_call(model, example_inputs)
     block_paths = list(record_block_calls(model, call))
-    by_module = flops_by_module(model, **call)
+    by_module = flops_by_module(model, block_paths, **call)
     block_flops = sum(by_module.get(b, 0) for b in block_paths)
     try:
         gm = trace_module(model, call)
@@ -218,9 +218,9 @@ def _node_flops(gm: fx.GraphModule, call: dict[str, Any]) -> dict[str, int]:
 
     class _Counting(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
-            with flop_counter() as counter:
+            with FlopCounter() as counter:
                 out = super().run_node(n)
-            flops[n.name] = int(counter.get_total_flops())
+            flops[n.name] = counter.total
             return out
 
     flops: dict[str, int] = {}

@@ -1,0 +1,3 @@
+from gocopt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The ``gocopt`` command line: a thin layer over the library.
+
+    gocopt sample --model reference --steps 20 --n 64 --seed 0 --out grid.png
+    gocopt eval   --model reference --steps 20 --n 1000 --seed 0 --json [--schedule interval:2 --correction goc]
+    gocopt sites  --model DiT-XL/2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("gocopt.cli")
+
+
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="reference", help="'reference' (the shipped digits DiT) or a DiT config such as DiT-XL/2 (random weights)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+
+
+def _add_sampler_args(p: argparse.ArgumentParser) -> None:
+    from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
+
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--guidance-scale", type=float, default=REFERENCE_GUIDANCE_SCALE)
+    p.add_argument("--guidance", choices=("batched", "separate", "none"), default="batched")
+    p.add_argument("--n", type=int, default=1000, help="number of samples")
+    p.add_argument("--seed", type=int, default=0, help="seed set: sample i uses seed seed*1000003 + i")
+    p.add_argument("--batch-size", type=int, default=500)
+
+
+def _add_schedule_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedule", default="none", help="none | interval:K | l2c:B (B = budget) ")
+    p.add_argument("--correction", choices=("none", "goc"), default="none", help="reuse plainly or with GOC")
+    p.add_argument("--goc-w", type=float, default=1.2, help="GOC step size w (the paper's 1.2 by default)")
+    p.add_argument("--goc-steps", default="paper",
+                   help="steps (0-based, comma-separated) where reused sites are corrected; 'paper' = odd steps "
+                        "from 3 except the inflection step at 85%% of the run (17 of 20), 'all' = every step")
+
+
+def _model(name: str, device: torch.device):
+    from gocopt.models import model_by_name
+
+    return model_by_name(name, device=device)
+
+
+def _sampler(args):
+    from gocopt.sampling import DDIMSampler
+
+    return DDIMSampler(steps=args.steps, guidance_scale=args.guidance_scale, guidance=args.guidance,
+                       clip_denoised=args.model == "reference")
+
+
+def paper_correction_steps(steps: int) -> list[int]:
+    """The seed paper's hand-set correction steps, generalised: odd steps from 3, minus ~85%."""
+    inflection = round(0.85 * steps)
+    return [s for s in range(3, steps, 2) if s != inflection]
+
+
+def _schedule(args, cached):
+    from gocopt.runtime.goc import GOCConfig
+    from gocopt.schedule.named import named_schedule
+
+    goc = GOCConfig()
+    if args.correction == "goc":
+        if args.goc_steps == "paper":
+            steps = paper_correction_steps(args.steps)
+        elif args.goc_steps == "all":
+            steps = list(range(args.steps))
+        else:
+            steps = [int(s) for s in args.goc_steps.split(",") if s.strip()]
+        goc = GOCConfig.at_steps(args.goc_w, steps)
+    sampler = _sampler(args)
+    return named_schedule(args.schedule, tuple(cached.sites["site"]), steps=args.steps, site_flops=cached.site_flops,
+                          site_blocks=list(cached.sites["block"]), timesteps=sampler.timesteps, goc=goc)
+
+
+def cmd_sample(args) -> int:
+    from gocopt.compiled import cache_model
+    from gocopt.evaluate import SampleSet, sample_batches
+    from gocopt.plots import save_image_grid
+
+    device = _device(args.device)
+    model = _model(args.model, device)
+    runner = model
+    if args.schedule != "none":
+        runner = cache_model(model)
+        runner.set_schedule(_schedule(args, runner))
+    samples = SampleSet.make(args.n, args.seed, model.num_classes)
+    shape = (model.in_channels, model.input_size, model.input_size)
+    images, seconds = sample_batches(runner, _sampler(args), samples, shape=shape, num_classes=model.num_classes,
+                                     batch_size=args.batch_size, device=device)
+    save_image_grid(images, args.out, labels=samples.labels)
+    print(f"wrote {args.n} samples to {args.out} ({seconds:.1f} s)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from gocopt.compiled import cache_model
+    from gocopt.evaluate import SampleSet, compare, sample_batches
+    from gocopt.metrics.quality import QualityEvaluator
+
+    device = _device(args.device)
+    model = _model(args.model, device)
+    evaluator = QualityEvaluator(device=device) if args.model == "reference" else None
+    samples = SampleSet.make(args.n, args.seed, model.num_classes)
+    sampler = _sampler(args)
+    shape = (model.in_channels, model.input_size, model.input_size)
+    uncached = sample_batches(model, sampler, samples, shape=shape, num_classes=model.num_classes,
+                              batch_size=args.batch_size, device=device, desc="uncached")
+    result: dict = {"model": args.model, "steps": args.steps, "guidance_scale": args.guidance_scale, "n": args.n,
+                    "seed": args.seed}
+    uncached_scores = evaluator.score(uncached[0], samples.labels) if evaluator else {}
+    if args.schedule == "none" and args.correction == "none":
+        result.update(uncached_scores, seconds=uncached[1], cost=1.0, schedule="none")
+    else:
+        cached = cache_model(model)
+        schedule = _schedule(args, cached)
+        cached.set_schedule(schedule)
+        result.update(compare(cached, sampler, samples, evaluator=evaluator, reference=uncached,
+                              batch_size=args.batch_size, device=device))
+        result.update(schedule=schedule.name, correction=args.correction, goc=repr(schedule.goc),
+                      uncached={**uncached_scores, "seconds": uncached[1]})
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=float))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0
+
+
+def cmd_sites(args) -> int:
+    import pandas as pd
+
+    from gocopt.trace.sites import find_sites
+
+    model = _model(args.model, _device(args.device))
+    table = find_sites(model)
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(table.drop(columns=["nodes"]).to_string())
+    attrs = table.attrs
+    print(f"\n{len(table)} sites, traced {attrs['mode'].replace('_', ' ')}; sites cover "
+          f"{100 * attrs['coverage']:.1f}% of the blocks' {attrs['block_flops'] / 1e9:.2f} GFLOPs per call")
+    for note in attrs["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gocopt", description="Cache schedules for Diffusion Transformers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="sample an image grid")
+    _add_model_args(p)
+    _add_sampler_args(p)
+    _add_schedule_args(p)
+    p.add_argument("--out", type=Path, default=Path("grid.png"))
+    p.set_defaults(func=cmd_sample, n=64)
+
+    p = sub.add_parser("eval", help="sample and score: FID, IS, accuracy; with --schedule, fidelity to uncached")
+    _add_model_args(p)
+    _add_sampler_args(p)
+    _add_schedule_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sites", help="list the cache sites found in a model's graph")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_sites)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from gocopt.errors import GocoptError
+
+    try:
+        return args.func(args)
+    except GocoptError as e:
+        print(f"gocopt: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,83 @@
+"""Sample a model with and without a cache schedule on the same seeds, time both, score both.
+
+This is the measurement every report in gocopt rests on: the uncached run and the cached run
+happen in the same process, back to back, on the same noise and labels, so the ratios are fair.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from gocopt.compiled import CachedModel
+from gocopt.metrics.quality import QualityEvaluator
+from gocopt.sampling import DDIMSampler, initial_noise
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Seeds and labels of one evaluation: sample ``i`` uses seed ``seeds[i]`` and ``labels[i]``."""
+
+    seeds: tuple[int, ...]
+    labels: torch.Tensor
+
+    @classmethod
+    def make(cls, n: int, seed: int, num_classes: int) -> "SampleSet":
+        base = seed * 1_000_003  # disjoint seed ranges for different --seed values
+        return cls(tuple(range(base, base + n)), torch.arange(n) % num_classes)
+
+
+@torch.no_grad()
+def sample_batches(model, sampler: DDIMSampler, samples: SampleSet, *, shape: tuple[int, ...], num_classes: int,
+                   batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = True,
+                   desc: str = "sampling") -> tuple[torch.Tensor, float]:
+    """All samples of ``samples`` (on CPU) and the wall-clock seconds the sampling took."""
+    chunks = []
+    start = time.perf_counter()
+    for i in tqdm(range(0, len(samples.seeds), batch_size), desc=desc, disable=not progress, leave=False):
+        seeds = samples.seeds[i : i + batch_size]
+        noise = initial_noise(seeds, shape, device)
+        if isinstance(model, CachedModel):
+            model.reset()
+        chunks.append(sampler.sample(model, samples.labels[i : i + batch_size], noise, num_classes=num_classes).cpu())
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return torch.cat(chunks), time.perf_counter() - start
+
+
+def compare(model: CachedModel, sampler: DDIMSampler, samples: SampleSet, *, evaluator: QualityEvaluator | None,
+            reference: tuple[torch.Tensor, float] | None = None, batch_size: int = 500,
+            device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
+    """Score ``model`` (with its schedule) against the uncached original on the same samples.
+
+    ``reference`` (uncached samples and their seconds) can be passed in to share one uncached
+    run between several schedules.
+    """
+    original = model.original
+    shape = (original.in_channels, original.input_size, original.input_size)
+    kw = dict(shape=shape, num_classes=original.num_classes, batch_size=batch_size, device=device, progress=progress)
+    if reference is None:
+        reference = sample_batches(original, sampler, samples, desc="uncached", **kw)
+    uncached, uncached_seconds = reference
+    cached, seconds = sample_batches(model, sampler, samples, desc=model.schedule.name if model.schedule else "cached", **kw)
+    result: dict[str, float] = {}
+    if evaluator is not None:
+        result.update(evaluator.score(cached, samples.labels, reference=uncached))
+    else:
+        from gocopt.metrics.fidelity import psnr, relative_l2, ssim
+
+        result.update(psnr_vs_uncached=float(psnr(cached, uncached).mean()),
+                      ssim_vs_uncached=float(ssim(cached, uncached).mean()),
+                      rel_l2_vs_uncached=float(relative_l2(cached, uncached).mean()))
+    schedule = model.schedule
+    result.update(
+        cost=schedule.cost(model.site_flops) if schedule is not None else 1.0,
+        seconds=seconds,
+        uncached_seconds=uncached_seconds,
+        speedup=uncached_seconds / seconds,
+        n=len(samples.seeds),
+    )
+    return result
