@@ -1,0 +1,23 @@
+# Two entry points that work on a fresh machine (Python 3.10+, no torch installed):
+#   make demo   gocopt's main job on the shipped reference model
+#   make test   the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/gocopt: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0  # the CPU wheel first: an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/gocopt
+
+demo: $(BIN)/gocopt
+	$(BIN)/gocopt eval --model reference --steps 20 --n 1000 --seed 0 --schedule interval:2 --correction goc --goc-w 0.8 --json
+
+test: $(BIN)/gocopt
+	$(BIN)/python -m pytest
+
+.PHONY: install demo test

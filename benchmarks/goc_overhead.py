@@ -1,0 +1,74 @@
+"""GOC's wall-clock overhead over plain reuse at the same schedule.
+
+    python benchmarks/goc_overhead.py --model DiT-B/2 --steps 20 --repeats 5
+
+Same compiled model, same interval-2 schedule, same inputs; only the correction differs (one
+subtract and one fused multiply-add per corrected site). Runs are interleaved and each side's
+fastest round is compared. Writes docs/benchmarks/goc_overhead.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from tqdm import tqdm
+
+from gocopt.compiled import cache_model
+from gocopt.models import model_by_name
+from gocopt.report import environment, markdown_table, write_json
+from gocopt.runtime import GOCConfig
+from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule import named_schedule
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="DiT-B/2")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="docs/benchmarks/goc_overhead")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = model_by_name(args.model)
+    compiled = cache_model(model)
+    sampler = DDIMSampler(steps=args.steps, guidance_scale=4.0, clip_denoised=False)
+    ids = tuple(compiled.sites["site"])
+    goc_steps = range(2, args.steps)
+    schedules = {
+        "plain reuse": named_schedule("interval:2", ids, steps=args.steps, timesteps=sampler.timesteps),
+        "GOC (w=0.8)": named_schedule("interval:2", ids, steps=args.steps, timesteps=sampler.timesteps,
+                                      goc=GOCConfig.at_steps(0.8, goc_steps)),
+    }
+    noise = initial_noise(range(args.batch), (model.in_channels, model.input_size, model.input_size))
+    labels = torch.arange(args.batch) % model.num_classes
+    best = dict.fromkeys(schedules, float("inf"))
+    corrected = {}
+    for _ in tqdm(range(args.repeats + 1), desc="rounds"):  # round 0 is a warm-up, not counted
+        for name, schedule in schedules.items():
+            compiled.set_schedule(schedule)
+            start = time.perf_counter()
+            sampler.sample(compiled, labels, noise, num_classes=model.num_classes)
+            elapsed = time.perf_counter() - start
+            corrected[name] = compiled.runtime.state.corrected
+            if _ > 0:
+                best[name] = min(best[name], elapsed)
+    base = best["plain reuse"]
+    rows = [{"reuse": name, "seconds": best[name], "overhead": best[name] / base - 1, "corrected_site_calls": corrected[name]}
+            for name in schedules]
+    write_json(f"{args.out}.json", {"rows": rows, "model": args.model, "steps": args.steps, "batch_images": args.batch,
+                                    "repeats": args.repeats, "environment": environment()})
+    text = (f"# GOC overhead: {args.model}, interval:2, {args.steps} DDIM steps, {args.batch} image(s) with CFG, "
+            f"{args.threads} CPU threads\n\nFastest of {args.repeats} interleaved rounds.\n\n"
+            + markdown_table(rows, [("reuse", "reuse", ""), ("seconds", "seconds", ".3f"), ("overhead", "overhead", "+.2%"),
+                                    ("corrected_site_calls", "corrected site calls", "")]))
+    open(f"{args.out}.md", "w").write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Wall-clock cost of the rewrite: uncached vs compiled, same process, same inputs.
+
+    python benchmarks/pass_speed.py --model DiT-XL/2 --batch 1 --steps 20 --budgets 1.0,0.5
+
+DiT-shaped model with random weights (adaLN randomised), DDIM with batched CFG (a model batch
+of 2 × --batch), CPU threads as set by --threads. For each budget the compiled model runs an
+L2C-like static schedule of exactly that cost (budget 1.0: the all-compute schedule); runs are
+interleaved over --repeats rounds and each configuration's fastest round is reported, as a
+ratio to the uncached run measured beside it. Writes docs/benchmarks/pass_speed_<model>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from tqdm import tqdm
+
+from gocopt.compiled import cache_model
+from gocopt.models import model_by_name
+from gocopt.report import environment, markdown_table, write_json
+from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule import all_compute, named_schedule
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="DiT-XL/2")
+    parser.add_argument("--batch", type=int, default=1, help="images per run (the model sees 2× with CFG)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--budgets", default="1.0,0.5")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = model_by_name(args.model)
+    compiled = cache_model(model)
+    sampler = DDIMSampler(steps=args.steps, guidance_scale=4.0, clip_denoised=False)
+    ids = tuple(compiled.sites["site"])
+    schedules = {}
+    for budget in (float(b) for b in args.budgets.split(",")):
+        schedules[budget] = (all_compute(ids, args.steps, sampler.timesteps) if budget >= 1.0 else
+                             named_schedule(f"l2c:{budget}", ids, steps=args.steps, timesteps=sampler.timesteps,
+                                            site_flops=compiled.site_flops, site_blocks=list(compiled.sites["block"])))
+    noise = initial_noise(range(args.batch), (model.in_channels, model.input_size, model.input_size))
+    labels = torch.arange(args.batch) % model.num_classes
+
+    def run(runner) -> float:
+        start = time.perf_counter()
+        sampler.sample(runner, labels, noise, num_classes=model.num_classes)
+        return time.perf_counter() - start
+
+    best = {"uncached": float("inf"), **{b: float("inf") for b in schedules}}
+    peak_cache = {}
+    run(model)  # warm-up: allocator, thread pool
+    for _ in tqdm(range(args.repeats), desc="rounds"):
+        best["uncached"] = min(best["uncached"], run(model))
+        for budget, schedule in schedules.items():
+            compiled.set_schedule(schedule)
+            best[budget] = min(best[budget], run(compiled))
+            peak_cache[budget] = _peak_cache_bytes(compiled, sampler, labels, noise, model.num_classes)
+    rows = [{"config": "uncached", "cost": 1.0, "seconds": best["uncached"], "speedup": 1.0, "ideal": 1.0}]
+    for budget, schedule in schedules.items():
+        cost = schedule.cost(compiled.site_flops)
+        rows.append({"config": "all-compute" if budget >= 1.0 else schedule.name, "cost": cost, "seconds": best[budget],
+                     "speedup": best["uncached"] / best[budget], "ideal": 1 / cost,
+                     "ratio_to_ideal": (best["uncached"] / best[budget]) * cost,
+                     "cache_mib": peak_cache[budget] / 2**20})
+    name = args.out or f"docs/benchmarks/pass_speed_{args.model.replace('/', '_')}"
+    meta = {"model": args.model, "batch_images": args.batch, "steps": args.steps, "repeats": args.repeats,
+            "site_gflops_per_call": sum(compiled.site_flops) / 1e9, "coverage": compiled.sites.attrs["coverage"],
+            "environment": environment()}
+    write_json(f"{name}.json", {"rows": rows, **meta})
+    table = markdown_table(rows, [("config", "run", ""), ("cost", "site-FLOP cost", ".3f"), ("seconds", "seconds", ".2f"),
+                                  ("speedup", "speedup", ".3f"), ("ideal", "ideal 1/cost", ".2f"),
+                                  ("ratio_to_ideal", "speedup / ideal", ".3f"), ("cache_mib", "cache MiB", ".1f")])
+    text = (f"# Pass speed: {args.model}, {args.batch} image(s) with batched CFG, {args.steps} DDIM steps, "
+            f"{args.threads} CPU threads\n\nBest of {args.repeats} interleaved rounds; sites cover "
+            f"{100 * meta['coverage']:.1f}% of block FLOPs.\n\n{table}")
+    open(f"{name}.md", "w").write(text)
+    print(text)
+
+
+def _peak_cache_bytes(compiled, sampler, labels, noise, num_classes) -> int:
+    """Bytes the runtime's queues hold once full: two model calls fill every site's queue."""
+    compiled.reset()
+    n = noise.shape[0]
+    y = torch.cat([labels, torch.full_like(labels, num_classes)])
+    with torch.no_grad():
+        for t in sampler.timesteps[:2]:
+            compiled(torch.cat([noise, noise]), torch.full((2 * n,), t), y)
+    held = compiled.runtime.memory_bytes()
+    compiled.reset()
+    return held
+
+
+if __name__ == "__main__":
+    main()
