@@ -15,7 +15,7 @@ $(BIN)/gocopt: pyproject.toml
 install: $(BIN)/gocopt
 
 demo: $(BIN)/gocopt
-	$(BIN)/gocopt eval --model reference --steps 20 --n 1000 --seed 0 --schedule interval:2 --correction goc --goc-w 0.8 --json
+	$(BIN)/gocopt -v compile --model reference --budget 0.5 --steps 20 --out schedules/reference_ddim20_b0.50.json
 
 test: $(BIN)/gocopt
 	$(BIN)/python -m pytest

@@ -11,6 +11,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "compile": "gocopt.api",
+    "load": "gocopt.api",
+    "load_schedule": "gocopt.schedule.io",
+    "save_schedule": "gocopt.schedule.io",
     "cache_model": "gocopt.compiled",
     "CachedModel": "gocopt.compiled",
     "find_sites": "gocopt.trace.sites",

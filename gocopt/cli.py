@@ -1,8 +1,10 @@
 """The ``gocopt`` command line: a thin layer over the library.
 
+    gocopt compile --model reference --budget 0.5 --steps 20 --out schedules/NAME.json
     gocopt sample --model reference --steps 20 --n 64 --seed 0 --out grid.png
     gocopt eval   --model reference --steps 20 --n 1000 --seed 0 --json [--schedule interval:2 --correction goc]
     gocopt sites  --model DiT-XL/2
+    gocopt show   schedules/NAME.json --plot heatmap.png
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_schedule_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--schedule", default="none", help="none | interval:K | l2c:B (B = budget) ")
+    p.add_argument("--schedule", default="none", help="none | interval:K | l2c:B (B = budget) | PATH to a schedule file")
     p.add_argument("--correction", choices=("none", "goc"), default="none", help="reuse plainly or with GOC")
     p.add_argument("--goc-w", type=float, default=1.2, help="GOC step size w (the paper's 1.2 by default)")
     p.add_argument("--goc-steps", default="paper",
@@ -66,6 +68,25 @@ def paper_correction_steps(steps: int) -> list[int]:
     return [s for s in range(3, steps, 2) if s != inflection]
 
 
+def _is_file(spec: str) -> bool:
+    return spec.endswith(".json") or Path(spec).exists()
+
+
+def _cached_model(args, model):
+    """The compiled model running ``--schedule``: a schedule file (checked against the model and
+    sampler), or a named schedule with the ``--correction`` options."""
+    from gocopt.api import load
+    from gocopt.compiled import cache_model
+
+    if _is_file(args.schedule):
+        if args.correction != "none":
+            raise SystemExit("gocopt: error: --correction applies to named schedules; a schedule file carries its own GOC")
+        return load(model, args.schedule, sampler=_sampler(args))
+    cached = cache_model(model)
+    cached.set_schedule(_schedule(args, cached))
+    return cached
+
+
 def _schedule(args, cached):
     from gocopt.runtime.goc import GOCConfig
     from gocopt.schedule.named import named_schedule
@@ -85,16 +106,12 @@ def _schedule(args, cached):
 
 
 def cmd_sample(args) -> int:
-    from gocopt.compiled import cache_model
     from gocopt.evaluate import SampleSet, sample_batches
     from gocopt.plots import save_image_grid
 
     device = _device(args.device)
     model = _model(args.model, device)
-    runner = model
-    if args.schedule != "none":
-        runner = cache_model(model)
-        runner.set_schedule(_schedule(args, runner))
+    runner = model if args.schedule == "none" else _cached_model(args, model)
     samples = SampleSet.make(args.n, args.seed, model.num_classes)
     shape = (model.in_channels, model.input_size, model.input_size)
     images, seconds = sample_batches(runner, _sampler(args), samples, shape=shape, num_classes=model.num_classes,
@@ -105,7 +122,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from gocopt.compiled import cache_model
     from gocopt.evaluate import SampleSet, compare, sample_batches
     from gocopt.metrics.quality import QualityEvaluator
 
@@ -123,9 +139,8 @@ def cmd_eval(args) -> int:
     if args.schedule == "none" and args.correction == "none":
         result.update(uncached_scores, seconds=uncached[1], cost=1.0, schedule="none")
     else:
-        cached = cache_model(model)
-        schedule = _schedule(args, cached)
-        cached.set_schedule(schedule)
+        cached = _cached_model(args, model)
+        schedule = cached.schedule
         result.update(compare(cached, sampler, samples, evaluator=evaluator, reference=uncached,
                               batch_size=args.batch_size, device=device))
         result.update(schedule=schedule.name, correction=args.correction, goc=repr(schedule.goc),
@@ -135,6 +150,62 @@ def cmd_eval(args) -> int:
     else:
         for key, value in result.items():
             print(f"{key:>24}: {value}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from gocopt.api import compile as gocopt_compile
+    from gocopt.plots import save_schedule_heatmap
+    from gocopt.report import compile_report
+
+    device = _device(args.device)
+    model = _model(args.model, device)
+    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [args.budget]
+    sampler = _sampler(args)
+    compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
+                              heldout_samples=args.heldout_samples, seed=args.seed, storage=args.storage,
+                              study_name=args.study_name)
+    for budget, result in zip(budgets, compiled):
+        out = Path((args.out or "schedules/{model}_ddim{steps}_b{budget}.json").format(
+            model=args.model.replace("/", "_"), steps=args.steps, budget=f"{budget:.2f}"))
+        if len(budgets) > 1 and "{budget}" not in (args.out or "{budget}"):
+            out = out.with_name(f"{out.stem}_b{budget:.2f}{out.suffix}")
+        result.save(out)
+        stem = str(out.with_suffix(""))
+        save_schedule_heatmap(result.schedule, f"{stem}.png")
+        report = compile_report(result.schedule, stem)
+        Path(f"{stem}.md").write_text(report)
+        print(report)
+        print(f"wrote {out}, {stem}.md, {stem}.png")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from gocopt.plots import save_schedule_heatmap
+    from gocopt.schedule.io import load_schedule
+
+    schedule = load_schedule(args.path)
+    sites = schedule.fingerprint["sites"]
+    shares = [s["flops_share"] for s in sites]
+    cost = schedule.cost(shares)
+    kinds: dict[str, int] = {}
+    for s in sites:
+        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
+    sampler = {**(schedule.sampler or {}), "steps": schedule.steps, "guidance": schedule.guidance}
+    print(f"schedule   {schedule.name}  ({args.path})")
+    print(f"model      {schedule.fingerprint['class']}, {len(sites)} sites ({', '.join(f'{v} {k}' for k, v in kinds.items())})")
+    print(f"sampler    {', '.join(f'{k}={v}' for k, v in sampler.items())}")
+    print(f"budget     {schedule.budget if schedule.budget is not None else '—'}   cost {cost:.4f} of site FLOPs   "
+          f"ideal speedup {1 / cost:.2f}x")
+    print(f"goc        {schedule.goc!r}   inflection points {schedule.provenance.get('inflection_points', [])}")
+    print("reused per step " + " ".join(f"{r:.2f}" for r in schedule.reuse_fraction_per_step()))
+    for section in ("quality", "search", "calibration"):
+        if section in schedule.provenance:
+            values = schedule.provenance[section]
+            print(f"{section:<10} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()))
+    if args.plot:
+        save_schedule_heatmap(schedule, args.plot)
+        print(f"heatmap    {args.plot}")
     return 0
 
 
@@ -173,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedule_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compile", help="search the best schedule at a budget; write it with a report and a heatmap")
+    _add_model_args(p)
+    _add_sampler_args(p)
+    p.add_argument("--budget", type=float, default=0.5, help="fraction of site FLOPs to compute, in (0, 1]")
+    p.add_argument("--budgets", default=None, help="comma-separated budgets: one schedule each (e.g. 0.25,0.5,0.75)")
+    p.add_argument("--trials", type=int, default=40, help="Optuna trials per budget")
+    p.add_argument("--search-samples", type=int, default=64, help="samples each trial is scored on")
+    p.add_argument("--heldout-samples", type=int, default=256, help="held-out samples the result is scored on")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///study.db, postgresql://...) to "
+                                                   "share or resume the study")
+    p.add_argument("--study-name", default=None)
+    p.add_argument("--out", default=None, help="schedule path (default schedules/{model}_ddim{steps}_b{budget}.json)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("show", help="summarise a schedule file; --plot draws its step × site heatmap")
+    p.add_argument("path", type=Path)
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG heatmap here")
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("sites", help="list the cache sites found in a model's graph")
     _add_model_args(p)

@@ -79,6 +79,14 @@ class CachedModel(nn.Module):
                     schedule.name, schedule.steps, schedule.num_sites, reused, 100 * reused / schedule.mask.size,
                     schedule.cost(self.site_flops), "" if reused else " — nothing is cached: this is a no-op")
 
+    def save(self, path) -> None:
+        """Write the schedule file (atomically) to commit and load at deploy time."""
+        from gocopt.schedule.io import save_schedule
+
+        if self.schedule is None:
+            raise ScheduleError("no schedule to save: compile with gocopt.compile or set one with set_schedule")
+        save_schedule(self.schedule, path)
+
     def reset(self) -> None:
         """Drop all cached values: the next call is step 0 of a new run."""
         self.runtime.reset()

@@ -1,4 +1,4 @@
-"""Pictures people would rather look at than read: sample grids (more plots join later)."""
+"""Pictures people would rather look at than read: sample grids, schedule heatmaps."""
 
 from __future__ import annotations
 
@@ -27,4 +27,71 @@ def save_image_grid(images: torch.Tensor, path: str | Path, labels: torch.Tensor
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_schedule_heatmap(schedule, path: str | Path, site_labels=None) -> None:
+    """Step × site heatmap of a schedule (dark = computed, light = reused), with the reused
+    fraction of each step beside it and GOC correction steps marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    mask = np.asarray(schedule.mask, dtype=float)
+    steps, sites = mask.shape
+    fig, (ax, bar) = plt.subplots(1, 2, figsize=(min(16, 3 + sites * 0.18), 1.5 + steps * 0.22),
+                                  gridspec_kw={"width_ratios": [max(4, sites // 4), 1]}, sharey=True)
+    ax.imshow(mask, aspect="auto", cmap="Blues", vmin=-0.3, vmax=1.0, interpolation="nearest")
+    ax.set_xlabel("cache site")
+    ax.set_ylabel("sampling step")
+    labels = list(site_labels) if site_labels is not None else list(schedule.site_ids)
+    stride = max(1, sites // 24)
+    ax.set_xticks(range(0, sites, stride))
+    ax.set_xticklabels(labels[::stride], rotation=90, fontsize=6)
+    ax.set_yticks(range(steps))
+    ax.set_yticklabels([f"{s}{' *' if s in schedule.goc.correction_steps else ''}" for s in range(steps)], fontsize=6)
+    reused = 1.0 - mask.mean(axis=1)
+    bar.barh(range(steps), reused, color="tab:orange")
+    bar.set_xlim(0, 1)
+    bar.set_xlabel("reused")
+    ax.set_title(f"{schedule.name or 'schedule'}: dark = compute, light = reuse, * = GOC correction step", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_calibration_plot(stats, path: str | Path, inflections=()) -> None:
+    """Per step: relative change of each site kind's output (log scale), and the direction
+    cosine of consecutive changes; detected inflection points marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for kind, frame in stats.groupby("kind"):
+        by_step = frame.groupby("step")
+        top.plot(by_step["rel_change"].median(), marker="o", ms=3, label=f"{kind} (median over sites)")
+        top.fill_between(by_step["rel_change"].quantile(0.1).index, by_step["rel_change"].quantile(0.1),
+                         by_step["rel_change"].quantile(0.9), alpha=0.15)
+        bottom.plot(by_step["direction_cos"].median(), marker="o", ms=3, label=kind)
+    err = stats.groupby("step")[[c for c in stats.columns if c.startswith("err_goc_w0.8")]].median()
+    if not err.empty:
+        top.plot(err.iloc[:, 0], "k--", lw=1, label="GOC w=0.8 one-step error (median)")
+    top.set_yscale("log")
+    top.set_ylabel("‖F[s] − F[s−1]‖ / ‖F[s]‖")
+    top.legend(fontsize=7)
+    bottom.axhline(0, color="grey", lw=0.5)
+    for step in inflections:
+        for ax in (top, bottom):
+            ax.axvline(step, color="red", lw=0.8, ls=":")
+    bottom.set_ylabel("cos(d[s], d[s−1])")
+    bottom.set_xlabel("sampling step (red: detected inflection)")
+    bottom.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

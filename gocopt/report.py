@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gocopt.atomic import atomic_write_text
 
 
 def environment() -> dict[str, Any]:
@@ -25,18 +25,8 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Atomic: a temp file in the same folder, then a rename; never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=float)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
@@ -54,3 +44,34 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
                 cells.append(format(value, spec) if spec else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def compile_report(schedule, path_stem: str) -> str:
+    """A person's summary of a compiled schedule: quality on held-out seeds next to the
+    baselines at the same budget, search and calibration facts, reuse per step."""
+    quality = schedule.provenance.get("quality", {})
+    rows = []
+    if "heldout" in quality:
+        rows.append({"schedule": f"gocopt (searched + fitted GOC)", **quality["heldout"]})
+    for name, values in quality.get("baselines", {}).items():
+        label = {"fora_goc_paper": "FORA + GOC, paper settings (w=1.2)", "l2c": "L2C-like, plain reuse"}.get(name, name)
+        rows.append({"schedule": label, **values})
+    table = markdown_table(rows, [("schedule", "schedule", ""), ("cost", "cost", ".3f"),
+                                  ("psnr_vs_uncached", "PSNR vs uncached (dB)", ".2f"),
+                                  ("psnr_vs_uncached_stderr", "± s.e.", ".2f"), ("ssim_vs_uncached", "SSIM", ".4f"),
+                                  ("fd_vs_uncached", "FD vs uncached", ".4f")])
+    search = schedule.provenance.get("search", {})
+    reuse = " ".join(f"{r:.2f}" for r in schedule.reuse_fraction_per_step())
+    held = quality.get("heldout", {})
+    return (
+        f"# {schedule.name}: {schedule.fingerprint['class'].rsplit('.', 1)[-1]}, {schedule.steps} steps, "
+        f"budget {schedule.budget}\n\n"
+        f"Schedule file: `{path_stem}.json` · heatmap: `{path_stem}.png`\n\n"
+        f"Held-out quality ({held.get('samples', '?')} seeds the search never saw), against the uncached model:\n\n"
+        f"{table}\n"
+        f"- search: {search.get('trials')} trials, study `{search.get('study')}`, best search PSNR "
+        f"{search.get('best_value', float('nan')):.2f} dB; best parameters `{search.get('best_params')}`\n"
+        f"- GOC: {schedule.goc!r}\n"
+        f"- inflection points (steps where features turn back): {schedule.provenance.get('inflection_points')}\n"
+        f"- reused fraction per step: {reuse}\n"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -19,7 +21,7 @@ def inception_score(probs: np.ndarray) -> float:
 
 
 class QualityEvaluator:
-    """Scores samples with the shipped classifier; real-digit feature statistics computed once.
+    """Scores samples with the shipped classifier; real-digit features computed once, when needed.
 
     ``score(samples, labels)`` gives ``fid``, ``is`` and ``class_accuracy``; with
     ``reference=`` (the uncached samples for the same seeds) it adds the paired metrics
@@ -29,8 +31,12 @@ class QualityEvaluator:
     def __init__(self, classifier: DigitsClassifier | None = None, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.classifier = classifier if classifier is not None else load_classifier(self.device)
+
+    @functools.cached_property
+    def real_features(self) -> np.ndarray:
+        """Features of all real digits (computed once, on first use)."""
         real, _ = load_digits_images()
-        self.real_features = self.features(real)
+        return self.features(real)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 1024) -> np.ndarray:

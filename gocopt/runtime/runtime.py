@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from gocopt.errors import ScheduleError
@@ -52,6 +53,11 @@ class CacheRuntime:
         """Use ``schedule`` from the next run on (``None``: compute every site, count nothing)."""
         if schedule is not None:
             schedule.check_sites(self.site_ids)
+            # queue a value only while the site is still reused later in the run: an all-compute
+            # schedule holds nothing, and the last steps of most schedules hold little
+            reused = ~schedule.mask
+            self._reused_later = np.flip(np.logical_or.accumulate(np.flip(reused, 0), 0), 0)
+            self._reused_later = np.vstack([self._reused_later[1:], np.zeros((1, reused.shape[1]), bool)])
         self._schedule = schedule
         self.reset()
 
@@ -81,6 +87,7 @@ class CacheRuntime:
         schedule, state = self._schedule, self.state
         if schedule is None:
             return
+        self._check_guidance(schedule)
         if state.step == schedule.steps and (timestep is None or _same_time(timestep, schedule.timesteps[0])):
             self._log_run(state)
             state.reset()  # the previous run finished: this call starts the next one
@@ -113,6 +120,19 @@ class CacheRuntime:
             "sampler's steps"
         )
 
+    def _check_guidance(self, schedule: Schedule) -> None:
+        separate = self._context != DEFAULT_CONTEXT
+        if schedule.guidance == "separate" and not separate:
+            raise ScheduleError(
+                "schedule was made for guidance in separate cond/uncond calls, but the model is called outside "
+                "cache_context(...); call it inside cache_context('cond' | 'uncond'), or compile for batched guidance"
+            )
+        if schedule.guidance in ("batched", "none") and separate:
+            raise ScheduleError(
+                f"schedule was made for guidance={schedule.guidance!r} (one call per step), but the model is called in "
+                f"cache_context({self._context!r}); re-run gocopt.compile with the sampler's guidance mode"
+            )
+
     def end_call(self) -> None:
         if self._schedule is not None:
             self.state.step += 1
@@ -132,7 +152,10 @@ class CacheRuntime:
             state.computed += 1
         else:
             value = self._reuse(state, index, step)
-        state.push(index, value)
+        if self._reused_later[step, index]:
+            state.push(index, value)
+        else:
+            state.queues[index].clear()
         self._observe(step, index, value)
         return value
 

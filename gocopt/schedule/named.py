@@ -24,6 +24,20 @@ def interval_mask(steps: int, num_sites: int, k: int) -> np.ndarray:
     return np.repeat((np.arange(steps) % k == 0)[:, None], num_sites, axis=1)
 
 
+def interval_at_budget(steps: int, num_sites: int, budget: float) -> np.ndarray:
+    """FORA at a budget, the way the GOC paper sets its baselines: interval-K where 1/budget is
+    K; between 1/2 and 1, interval 2 over the first steps only (0.75 = the first half at
+    interval 2, GOC.md §8); otherwise the largest K whose cost fits."""
+    if budget > 0.5 and budget < 1:
+        mask = np.ones((steps, num_sites), dtype=bool)
+        for s in range(1, steps, 2):
+            if mask.mean() <= budget + 1e-12:
+                break
+            mask[s] = False
+        return mask
+    return interval_mask(steps, num_sites, max(1, int(np.ceil(1 / budget - 1e-9))))
+
+
 def l2c_mask(steps: int, site_blocks: Sequence[int], site_flops: Sequence[float], budget: float) -> np.ndarray:
     """Reuse (step, site) pairs in order of an early-step priority until the cost is <= budget."""
     if not 0 < budget <= 1:

@@ -6,8 +6,10 @@ Pure data, validated at construction; it knows nothing about torch modules. The 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,12 @@ class Schedule:
         timesteps: the model timestep of each step, first to last; ``None`` skips the check.
         goc: GOC weights and correction steps; the default is plain reuse.
         name: a label for logs and reports (``"interval:2"``).
+        guidance: ``"batched"``, ``"separate"`` or ``"none"`` — how the sampler calls the model
+            per step; the runtime refuses calls made the other way. ``None`` skips the check.
+        sampler: the rest of the sampler's description (name, guidance scale), for the record.
+        fingerprint: what model this was made for (:mod:`gocopt.schedule.fingerprint`).
+        budget: the site-FLOP budget the schedule was searched under, if any.
+        provenance: calibration, search, measured quality, inflection points, creation.
     """
 
     mask: np.ndarray
@@ -33,6 +41,11 @@ class Schedule:
     timesteps: tuple[float, ...] | None = None
     goc: GOCConfig = field(default_factory=GOCConfig)
     name: str = ""
+    guidance: str | None = None
+    sampler: Mapping[str, Any] | None = None
+    fingerprint: Mapping[str, Any] | None = None
+    budget: float | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask)
@@ -58,6 +71,10 @@ class Schedule:
                     f"re-run the search with steps={len(self.timesteps)}"
                 )
         self.goc.check_sites(mask.shape[1])
+        if self.guidance not in (None, "batched", "separate", "none"):
+            raise ScheduleError(f"guidance must be batched, separate or none, got {self.guidance!r}")
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise ScheduleError(f"budget must be in (0, 1], got {self.budget}")
         mask = mask.copy()
         mask.setflags(write=False)
         object.__setattr__(self, "mask", mask)
@@ -92,8 +109,9 @@ class Schedule:
                 f"{site_ids[diff] if diff < len(site_ids) else '<none>'!r}; re-run gocopt.compile for this model"
             )
 
-    def with_goc(self, goc: GOCConfig) -> "Schedule":
-        return Schedule(self.mask, self.site_ids, self.timesteps, goc, self.name)
+    def replace(self, **changes: Any) -> "Schedule":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:
         reused = 1.0 - self.mask.mean()
@@ -101,6 +119,6 @@ class Schedule:
                 f"reused={reused:.1%} of site-steps, goc={self.goc!r})")
 
 
-def all_compute(site_ids: Sequence[str], steps: int, timesteps: Sequence[float] | None = None) -> Schedule:
+def all_compute(site_ids: Sequence[str], steps: int, timesteps: Sequence[float] | None = None, **fields: Any) -> Schedule:
     """The schedule that computes everything: the compiled model equals the original bit for bit."""
-    return Schedule(np.ones((steps, len(site_ids)), dtype=bool), tuple(site_ids), timesteps, GOCConfig(), "none")
+    return Schedule(np.ones((steps, len(site_ids)), dtype=bool), tuple(site_ids), timesteps, GOCConfig(), "none", **fields)

@@ -1,0 +1,225 @@
+"""The user's entry points: compile a model at a budget; load a committed schedule.
+
+    compiled = gocopt.compile(model, budget=0.5)            # search, then apply
+    compiled.save("schedules/my_dit_ddim20_b0.50.json")      # commit this
+    compiled = gocopt.load(model, "schedules/my_dit_ddim20_b0.50.json", sampler=sampler)  # deploy
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gocopt.calibrate import calibrate, detect_inflections
+from gocopt.compiled import CachedModel, cache_model
+from gocopt.errors import GocoptError, ScheduleError
+from gocopt.evaluate import SampleSet
+from gocopt.metrics.fidelity import psnr, relative_l2, ssim
+from gocopt.metrics.frechet import frechet_distance
+from gocopt.metrics.quality import QualityEvaluator
+from gocopt.runtime.goc import GOCConfig
+from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule.fingerprint import check_fingerprint, model_fingerprint
+from gocopt.schedule.io import load_schedule
+from gocopt.schedule.named import interval_at_budget, l2c_mask
+from gocopt.schedule.schedule import Schedule
+from gocopt.search import ScheduleObjective, SearchSet, SpaceContext, check_budget, run_search
+
+logger = logging.getLogger(__name__)
+DEFAULT_TRIALS = 40
+SEARCH_SEED_BASE, HELDOUT_SEED_BASE = 10_000, 20_000  # seed sets: search and held-out never overlap
+
+
+def compile(  # noqa: A001 - the product's verb, as in torch.compile
+    model: nn.Module,
+    budget: float | Sequence[float] = 0.5,
+    *,
+    steps: int = 20,
+    sampler: Any = None,
+    trials: int = DEFAULT_TRIALS,
+    search_samples: int = 64,
+    heldout_samples: int = 256,
+    seed: int = 0,
+    storage: Any = None,
+    study_name: str | None = None,
+    example_inputs: Any = None,
+    progress: bool = True,
+) -> CachedModel | list[CachedModel]:
+    """Search the cache schedule that keeps samples closest to the uncached model's while
+    computing at most ``budget`` of the site FLOPs, and return the model compiled with it.
+
+    The model must be a class-conditional DiT called as ``model(x, t, y)`` with ``num_classes``,
+    ``in_channels`` and ``input_size`` attributes (gocopt's DiTs, the official DiT layout).
+    ``budget`` may be a list: one search per budget, one compiled model each. ``sampler``
+    defaults to DDIM with ``steps`` steps, CFG 4 in one batched call. ``storage``: any Optuna
+    storage (URL or object) to share or resume the study; ``study_name`` names it there.
+    The result's ``.schedule`` records the model fingerprint, the sampler, calibration and search
+    summaries and the quality measured on ``heldout_samples`` seeds the search never saw, next to
+    the FORA+GOC (paper settings) and L2C-like baselines at the same budget.
+    """
+    budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
+    sampler = sampler or _default_sampler(model, steps)
+    for b in budgets:
+        check_budget(b, sampler.steps)  # refuse before any work
+    for attr in ("num_classes", "in_channels", "input_size"):
+        if not hasattr(model, attr):
+            raise GocoptError(f"gocopt.compile samples the model itself and needs a class-conditional DiT with "
+                              f"model.{attr}; {type(model).__name__} has none. Compile its transformer with "
+                              "gocopt.cache_model and a schedule, or wrap it in the DiT calling convention")
+    compiled = cache_model(model, None, example_inputs)
+    device = next(model.parameters()).device
+    shape = (model.in_channels, model.input_size, model.input_size)
+    search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, model.num_classes)
+    search_noise = initial_noise(search.seeds, shape, device)
+    calibration = calibrate(compiled, sampler, search.labels.to(device), search_noise, num_classes=model.num_classes,
+                            seeds=search.seeds)
+    flops = np.asarray(compiled.site_flops, dtype=np.float64)
+    inflections = detect_inflections(calibration.stats, flops)
+    ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
+                       compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
+                       tuple(inflections))
+    heldout = _HeldOut(compiled, sampler, SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, model.num_classes),
+                       shape, device)
+    search_set = SearchSet(search.labels.to(device), search_noise, calibration.samples)
+    results = []
+    for b in budgets:
+        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, model.num_classes)
+        name = f"{study_name or _default_study_name(model, sampler)}-b{b:g}"
+        found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name, progress=progress)
+        schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
+        quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
+                                                                  "samples": search_samples},
+                   "baselines": _baselines(heldout, compiled, sampler, b)}
+        provenance = {
+            "inflection_points": inflections,
+            "calibration": calibration.summary(),
+            "search": {"study": name, "trials": found.trials, "best_value": found.best_value, "seed": seed,
+                       "objective": "mean per-sample PSNR vs uncached (dB) on the search seeds",
+                       "best_params": found.best.as_params()},
+            "quality": quality,
+        }
+        schedule = for_model(schedule.replace(provenance=provenance), compiled, sampler)
+        result = cache_model(model, schedule, example_inputs) if len(budgets) > 1 else compiled
+        result.set_schedule(schedule)
+        _log_summary(result, quality)
+        results.append(result)
+    return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
+
+
+def _default_sampler(model: nn.Module, steps: int) -> DDIMSampler:
+    from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
+
+    pixel_space = getattr(model, "in_channels", 4) <= 3  # latent DiTs have 4+ channels and are not clipped
+    return DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE, clip_denoised=pixel_space)
+
+
+def _default_study_name(model: nn.Module, sampler) -> str:
+    return f"gocopt-{type(model).__name__}-{sampler.describe()['name']}{sampler.steps}"
+
+
+class _HeldOut:
+    """The held-out seeds: one uncached run, then any schedule scored against it."""
+
+    def __init__(self, compiled: CachedModel, sampler, samples: SampleSet, shape, device) -> None:
+        self._compiled, self._sampler, self._samples = compiled, sampler, samples
+        self._noise = initial_noise(samples.seeds, shape, device)
+        self._labels = samples.labels.to(device)
+        with torch.no_grad():
+            self._reference = sampler.sample(compiled.original, self._labels, self._noise,
+                                             num_classes=compiled.original.num_classes).cpu()
+        self._evaluator = None
+        if tuple(shape) == (1, 8, 8):  # digits-shaped: the shipped classifier's features give FD-to-uncached
+            self._evaluator = QualityEvaluator()
+            self._features = self._evaluator.features(self._reference)
+
+    @torch.no_grad()
+    def score(self, schedule: Schedule) -> dict[str, float]:
+        previous = self._compiled.schedule
+        self._compiled.set_schedule(schedule)
+        self._compiled.reset()
+        samples = self._sampler.sample(self._compiled, self._labels, self._noise,
+                                       num_classes=self._compiled.original.num_classes).cpu()
+        self._compiled.set_schedule(previous)
+        per_sample = psnr(samples, self._reference)
+        result = {"psnr_vs_uncached": float(per_sample.mean()),
+                  "psnr_vs_uncached_stderr": float(per_sample.std() / len(per_sample) ** 0.5),
+                  "ssim_vs_uncached": float(ssim(samples, self._reference).mean()),
+                  "rel_l2_vs_uncached": float(relative_l2(samples, self._reference).mean()),
+                  "cost": schedule.cost(self._compiled.site_flops), "samples": len(per_sample)}
+        if self._evaluator is not None:
+            result["fd_vs_uncached"] = frechet_distance(self._evaluator.features(samples), self._features)
+        return result
+
+
+def _baselines(heldout: _HeldOut, compiled: CachedModel, sampler, budget: float) -> dict[str, dict[str, float]]:
+    """FORA + GOC with the paper's hand-set values, and the L2C-like schedule, at this budget."""
+    ids, steps = tuple(compiled.sites["site"]), sampler.steps
+    inflection = round(0.85 * steps)
+    paper_goc = GOCConfig.at_steps(1.2, [s for s in range(2, steps) if s != inflection])
+    fora = Schedule(interval_at_budget(steps, len(ids), budget), ids, tuple(sampler.timesteps), paper_goc, "fora+goc(paper)")
+    l2c = Schedule(l2c_mask(steps, compiled.sites["block"].to_numpy(), compiled.site_flops, budget), ids,
+                   tuple(sampler.timesteps), GOCConfig(), "l2c")
+    return {"fora_goc_paper": heldout.score(fora), "l2c": heldout.score(l2c)}
+
+
+def _log_summary(compiled: CachedModel, quality: dict) -> None:
+    schedule = compiled.schedule
+    cost = schedule.cost(compiled.site_flops)
+    coverage = compiled.sites.attrs["coverage"]
+    held = quality["heldout"]
+    fora = quality["baselines"]["fora_goc_paper"]
+    logger.info("compiled %s at budget %g: %d sites × %d steps, %.1f%% of site-steps reused, cost %.3f, expected "
+                "speedup %.2fx (site FLOPs %.2fx); held-out PSNR vs uncached %.2f dB (FORA+GOC paper: %.2f dB)",
+                type(compiled.original).__name__, schedule.budget, schedule.num_sites, schedule.steps,
+                100 * (1 - schedule.mask.mean()), cost, 1 / (coverage * cost + 1 - coverage), 1 / cost,
+                held["psnr_vs_uncached"], fora["psnr_vs_uncached"])
+
+
+def for_model(schedule: Schedule, compiled: CachedModel, sampler: Any) -> Schedule:
+    """``schedule`` stamped with the model and sampler it is for, ready to save."""
+    description = sampler.describe()
+    return schedule.replace(
+        fingerprint=model_fingerprint(compiled.original, compiled.sites),
+        timesteps=tuple(description["timesteps"]),
+        guidance=description["guidance"],
+        sampler={k: v for k, v in description.items() if k not in ("steps", "timesteps", "guidance")},
+    )
+
+
+def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inputs: Any = None,
+         check_weights: bool = True) -> CachedModel:
+    """The compiled ``model`` running the schedule in ``path``, after checking it was made for both.
+
+    Refuses (``ScheduleError``, naming the field, the expected and the found value) another model
+    class, other parameter shapes, other sites, other weights (unless ``check_weights=False``),
+    and — when ``sampler`` is given — another step count, timestep list or guidance mode. Without
+    ``sampler`` the timesteps are still checked at every call.
+    """
+    schedule = load_schedule(path)
+    compiled = cache_model(model, None, example_inputs)
+    found = model_fingerprint(model, compiled.sites, weights=check_weights and "weights_sha256" in schedule.fingerprint)
+    check_fingerprint(schedule.fingerprint, found, check_weights=check_weights)
+    if sampler is not None:
+        check_sampler(schedule, sampler.describe())
+    compiled.set_schedule(schedule)
+    return compiled
+
+
+def check_sampler(schedule: Schedule, description: dict[str, Any]) -> None:
+    fix = "re-run gocopt.compile with this sampler"
+    if description["steps"] != schedule.steps:
+        raise ScheduleError(f"sampler.steps: schedule was made for {schedule.steps} steps, the sampler runs "
+                            f"{description['steps']}; {fix}")
+    if tuple(float(t) for t in description["timesteps"]) != schedule.timesteps:
+        first = next(i for i, (a, b) in enumerate(zip(description["timesteps"], schedule.timesteps)) if float(a) != b)
+        raise ScheduleError(f"sampler.timesteps[{first}]: schedule expects {schedule.timesteps[first]:g}, the sampler "
+                            f"uses {description['timesteps'][first]:g}; {fix}")
+    if description["guidance"] != schedule.guidance:
+        raise ScheduleError(f"sampler.guidance: schedule was made for {schedule.guidance!r} guidance, the sampler uses "
+                            f"{description['guidance']!r}; {fix}")

@@ -1,0 +1,92 @@
+"""Calibration: how every site's output moves from step to step on the uncached model.
+
+One all-compute sampling run (the same sampler the schedule is for) with an observer on every
+site. Per (step, site) it records, over the whole batch:
+
+* ``rel_change``  ``‖F[s] − F[s−1]‖ / ‖F[s]‖`` — also the one-step error of plain reuse;
+* ``direction_cos``  cosine between ``d[s] = F[s] − F[s−1]`` and ``d[s−1]`` (≤ 0: the
+  trajectory turns back — the inflections GOC must not extrapolate across);
+* ``err_goc_w{w}``  ``‖F[s] − (F[s−1] + w·d[s−1])‖ / ‖F[s]‖`` — the one-step error of GOC's
+  extrapolation at a few ``w``.
+
+Only the last two values per site are kept while running: memory is bounded by the model's
+activations, not by the number of steps or samples. The final samples are kept: they are the
+uncached reference that candidate schedules are scored against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from gocopt.compiled import CachedModel
+from gocopt.schedule.schedule import all_compute
+
+GOC_PROBE_WEIGHTS = (0.4, 0.8, 1.2)
+
+
+@dataclass
+class Calibration:
+    """Statistics of one calibration run and the uncached samples it produced."""
+
+    stats: pd.DataFrame  # one row per (step, site)
+    samples: torch.Tensor  # uncached final samples, on CPU
+    labels: torch.Tensor
+    seeds: tuple[int, ...]
+
+    def save(self, path: str | Path) -> None:
+        """The statistics as CSV (the samples are cheap to regenerate from the seeds)."""
+        self.stats.to_csv(path, index=False, float_format="%.6g")
+
+    def matrix(self, column: str) -> torch.Tensor:
+        """``column`` as a (steps, sites) tensor (NaN where undefined, e.g. step 0)."""
+        table = self.stats.pivot(index="step", columns="site", values=column).sort_index(axis=0).sort_index(axis=1)
+        return torch.tensor(table.to_numpy(), dtype=torch.float64)
+
+    def summary(self) -> dict:
+        return {"samples": len(self.seeds), "seeds": [self.seeds[0], self.seeds[-1]],
+                "labels": sorted(set(int(v) for v in self.labels)),
+                "mean_rel_change": float(self.stats["rel_change"].mean())}
+
+
+@torch.no_grad()
+def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch.Tensor, *, num_classes: int,
+              seeds: tuple[int, ...] | None = None) -> Calibration:
+    """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics."""
+    previous = compiled.schedule
+    compiled.set_schedule(all_compute(tuple(compiled.sites["site"]), sampler.steps, sampler.timesteps))
+    history: dict[int, list[torch.Tensor]] = {}  # site → [F[s-1], F[s-2]]
+    rows: list[dict] = []
+
+    def observe(step: int, site: int, value: tuple[torch.Tensor, ...]) -> None:
+        current = torch.cat([v.detach().reshape(-1).double() for v in value])
+        past = history.setdefault(site, [])
+        row = {"step": step, "site": site, "rel_change": float("nan"), "direction_cos": float("nan")}
+        row.update({f"err_goc_w{w}": float("nan") for w in GOC_PROBE_WEIGHTS})
+        norm = current.norm().clamp_min(1e-12)
+        if len(past) >= 1:
+            d = current - past[0]
+            row["rel_change"] = float(d.norm() / norm)
+            if len(past) >= 2:
+                d_prev = past[0] - past[1]
+                row["direction_cos"] = float(torch.dot(d, d_prev) / (d.norm() * d_prev.norm()).clamp_min(1e-12))
+                for w in GOC_PROBE_WEIGHTS:
+                    row[f"err_goc_w{w}"] = float((d - w * d_prev).norm() / norm)
+        rows.append(row)
+        history[site] = [current] + past[:1]
+
+    compiled.runtime.observers.append(observe)
+    try:
+        compiled.reset()
+        samples = sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
+    finally:
+        compiled.runtime.observers.remove(observe)
+        compiled.set_schedule(previous)
+    stats = pd.DataFrame(rows)
+    sites = compiled.sites[["site", "block", "kind"]].rename(columns={"site": "site_id"}).reset_index(names="site")
+    stats = stats.merge(sites, on="site").sort_values(["step", "site"]).reset_index(drop=True)
+    stats.insert(1, "timestep", [sampler.timesteps[s] for s in stats["step"]])
+    return Calibration(stats, samples, labels.cpu(), tuple(seeds) if seeds is not None else tuple(range(len(labels))))

@@ -1,0 +1,169 @@
+"""The schedule file: a versioned JSON document that users commit and load at deploy time.
+
+* ``save_schedule`` writes atomically, with stable key order and one mask string per step, so a
+  ``git diff`` of two schedules reads as which steps changed.
+* ``load_schedule`` accepts only a well-formed document of a format version it knows; anything
+  else — not JSON, truncated, wrong types, wrong shapes, a cost above the recorded budget, a
+  newer format — is one ``ScheduleError`` that names the field and says what to do.
+
+``created`` is the one field that changes between two runs with the same inputs; set
+``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) to pin it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gocopt.atomic import atomic_write_text
+from gocopt.errors import ScheduleError
+from gocopt.runtime.goc import GOCConfig
+from gocopt.schedule.schedule import Schedule
+
+FORMAT = "gocopt-schedule"
+FORMAT_VERSION = 1
+MASK_LEGEND = "one string per sampling step, one character per site (model.sites order): 1 = compute, 0 = reuse"
+_PROVENANCE_SECTIONS = ("calibration", "quality", "search")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The JSON Schema of format version 1, shipped in the package."""
+    return json.loads(resources.files("gocopt.schedule").joinpath("schema.json").read_text())
+
+
+def _created() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch) if epoch else None))
+
+
+def to_document(schedule: Schedule) -> dict[str, Any]:
+    """The JSON document of ``schedule``; it must know its model and sampler."""
+    if schedule.fingerprint is None or schedule.timesteps is None or schedule.guidance is None:
+        raise ScheduleError("only a schedule made for a model and a sampler can be saved (fingerprint, timesteps and "
+                            "guidance are missing); make it with gocopt.compile")
+    from gocopt import __version__
+
+    shares = np.array([s["flops_share"] for s in schedule.fingerprint["sites"]])
+    goc = schedule.goc
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gocopt_version": __version__,
+        "created": schedule.provenance.get("created") or _created(),
+        "name": schedule.name,
+        "budget": schedule.budget,
+        "cost": round(float((schedule.mask * shares).sum() / (schedule.steps * shares.sum())), 6),
+        "model": dict(schedule.fingerprint),
+        "sampler": {**dict(schedule.sampler or {}), "steps": schedule.steps, "timesteps": list(schedule.timesteps),
+                    "guidance": schedule.guidance},
+        "mask": {"legend": MASK_LEGEND, "rows": ["".join("1" if c else "0" for c in row) for row in schedule.mask]},
+        "goc": {"w": goc.w if isinstance(goc.w, (int, float)) else list(goc.w),
+                "correction_steps": sorted(goc.correction_steps),
+                "inflection_points": list(schedule.provenance.get("inflection_points", []))},
+    }
+    document["sampler"].setdefault("name", "unknown")
+    for section in _PROVENANCE_SECTIONS:
+        if section in schedule.provenance:
+            document[section] = schedule.provenance[section]
+    return document
+
+
+def save_schedule(schedule: Schedule, path: str | Path) -> Path:
+    """Write ``schedule`` to ``path`` atomically (the old file survives any failure)."""
+    text = json.dumps(to_document(schedule), indent=2, sort_keys=True, default=float) + "\n"
+    from_document(json.loads(text))  # never write a file that would not load
+    atomic_write_text(path, text)
+    return Path(path)
+
+
+def load_schedule(path: str | Path) -> Schedule:
+    """Read and validate a schedule file (see the module docstring for what is refused)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScheduleError(f"cannot read schedule file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ScheduleError(f"schedule file {path} is not UTF-8 text; is it a schedule?") from e
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ScheduleError(f"schedule file {path} is not valid JSON ({e.msg} at line {e.lineno}); truncated or "
+                            "edited by hand? restore it from git or re-run gocopt.compile") from e
+    return from_document(document, source=str(path))
+
+
+def from_document(document: Any, source: str = "<document>") -> Schedule:
+    try:
+        return _from_document(document, source)
+    except ScheduleError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any other failure is still a bad file
+        raise ScheduleError(f"{source}: malformed schedule ({type(e).__name__}: {e})") from e
+
+
+def _from_document(document: Any, source: str) -> Schedule:
+    if not isinstance(document, dict):
+        raise ScheduleError(f"{source}: a schedule is a JSON object, found {type(document).__name__}")
+    if document.get("format") != FORMAT:
+        raise ScheduleError(f"{source}: format is {document.get('format')!r}, expected {FORMAT!r}; not a gocopt schedule")
+    version = document.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ScheduleError(f"{source}: format_version {version} is newer than this gocopt reads ({FORMAT_VERSION}); "
+                            "upgrade gocopt")
+    _validate_schema(document, source)
+    sampler, model, goc = document["sampler"], document["model"], document["goc"]
+    rows, sites, steps = document["mask"]["rows"], model["sites"], sampler["steps"]
+    if len(rows) != steps:
+        raise ScheduleError(f"{source}: mask has {len(rows)} rows but sampler.steps is {steps}")
+    if len(sampler["timesteps"]) != steps:
+        raise ScheduleError(f"{source}: sampler.timesteps has {len(sampler['timesteps'])} entries but sampler.steps is {steps}")
+    bad = next((i for i, r in enumerate(rows) if len(r) != len(sites)), None)
+    if bad is not None:
+        raise ScheduleError(f"{source}: mask row {bad} has {len(rows[bad])} characters but the model has {len(sites)} sites")
+    mask = np.array([[c == "1" for c in row] for row in rows], dtype=bool)
+    shares = np.array([s["flops_share"] for s in sites], dtype=np.float64)
+    if shares.sum() <= 0:
+        raise ScheduleError(f"{source}: model.sites flops_share values sum to zero")
+    cost = float((mask * shares).sum() / (steps * shares.sum()))
+    if abs(cost - document["cost"]) > 1e-4:
+        raise ScheduleError(f"{source}: recorded cost {document['cost']} does not match the mask's cost {cost:.6f}; "
+                            "the mask was edited; re-run gocopt.compile")
+    budget = document.get("budget")
+    if budget is not None and cost > budget + 1e-9:
+        raise ScheduleError(f"{source}: cost {cost:.4f} is above the recorded budget {budget}; the file was edited or "
+                            "corrupted; re-run gocopt.compile")
+    w = goc["w"] if isinstance(goc["w"], (int, float)) else tuple(goc["w"])
+    provenance = {k: document[k] for k in _PROVENANCE_SECTIONS if k in document}
+    provenance.update(created=document["created"], gocopt_version=document["gocopt_version"],
+                      inflection_points=list(goc.get("inflection_points", [])))
+    return Schedule(
+        mask=mask,
+        site_ids=tuple(s["id"] for s in sites),
+        timesteps=tuple(sampler["timesteps"]),
+        goc=GOCConfig(w, frozenset(goc["correction_steps"])),
+        name=document["name"],
+        guidance=sampler["guidance"],
+        sampler={k: v for k, v in sampler.items() if k not in ("steps", "timesteps", "guidance")},
+        fingerprint=model,
+        budget=budget,
+        provenance=provenance,
+    )
+
+
+def _validate_schema(document: dict, source: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.path))), None)
+    if error is not None:
+        field = ".".join(str(p) for p in error.absolute_path) or "<root>"
+        raise ScheduleError(f"{source}: field {field}: {error.message}; the file is damaged or was edited by hand — "
+                            "restore it from git or re-run gocopt.compile")

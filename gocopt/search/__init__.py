@@ -1,0 +1,8 @@
+"""Budget-constrained schedule search: the space, the objective, the Optuna study."""
+
+from gocopt.search.objective import ScheduleObjective, SearchSet, suggest
+from gocopt.search.space import Candidate, SpaceContext, build_goc, build_mask, check_budget, fill_to_budget
+from gocopt.search.study import SEED_CANDIDATES, SearchResult, run_search
+
+__all__ = ["SEED_CANDIDATES", "Candidate", "ScheduleObjective", "SearchResult", "SearchSet", "SpaceContext",
+           "build_goc", "build_mask", "check_budget", "fill_to_budget", "run_search", "suggest"]

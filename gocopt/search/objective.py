@@ -1,0 +1,78 @@
+"""Trial → candidate → schedule → samples → fidelity to the uncached model on the search seeds.
+
+Kept apart from the study: an objective can be run with ``optuna.trial.FixedTrial`` and no
+storage at all, which is how it is tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import torch
+
+from gocopt.compiled import CachedModel
+from gocopt.metrics.fidelity import psnr
+from gocopt.schedule.schedule import Schedule
+from gocopt.search.space import FAMILIES, Candidate, SpaceContext, build_goc, build_mask
+
+W_MAX = 0.95  # GOC is unstable for w >= 1 at interval 2 and earlier at longer runs (GOC.md §8)
+
+
+def suggest(trial: optuna.Trial) -> Candidate:
+    return Candidate(
+        family=trial.suggest_categorical("family", FAMILIES),
+        alpha=trial.suggest_float("alpha", 0.0, 2.0),
+        step_bias=trial.suggest_float("step_bias", -3.0, 3.0),
+        depth_bias=trial.suggest_float("depth_bias", -3.0, 3.0),
+        mlp_bias=trial.suggest_float("mlp_bias", -3.0, 3.0),
+        max_run=trial.suggest_int("max_run", 1, 4),
+        w_attn=trial.suggest_float("w_attn", 0.0, W_MAX),
+        w_mlp=trial.suggest_float("w_mlp", 0.0, W_MAX),
+        skip_inflections=trial.suggest_categorical("skip_inflections", (False, True)),
+    )
+
+
+@dataclass
+class SearchSet:
+    """The inputs a search scores candidates on, with the uncached samples for those inputs."""
+
+    labels: torch.Tensor
+    noise: torch.Tensor
+    reference: torch.Tensor
+
+
+class ScheduleObjective:
+    """Maximise mean per-sample PSNR against the uncached samples, at cost ≤ budget."""
+
+    def __init__(self, compiled: CachedModel, sampler, ctx: SpaceContext, budget: float, search_set: SearchSet,
+                 num_classes: int) -> None:
+        self._compiled = compiled
+        self._sampler = sampler
+        self._ctx = ctx
+        self._budget = budget
+        self._set = search_set
+        self._num_classes = num_classes
+
+    def schedule(self, candidate: Candidate, name: str = "") -> Schedule:
+        mask = build_mask(candidate, self._ctx, self._budget)
+        return Schedule(mask, tuple(self._compiled.sites["site"]), tuple(self._sampler.timesteps),
+                        build_goc(candidate, self._ctx), name or f"{candidate.family}@{self._budget:g}",
+                        guidance=self._sampler.guidance, budget=self._budget)
+
+    @torch.no_grad()
+    def score(self, schedule: Schedule) -> float:
+        self._compiled.set_schedule(schedule)
+        self._compiled.reset()
+        samples = self._sampler.sample(self._compiled, self._set.labels, self._set.noise,
+                                       num_classes=self._num_classes).cpu()
+        value = float(psnr(samples, self._set.reference).mean())
+        return value if np.isfinite(value) else -1.0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        candidate = suggest(trial)
+        schedule = self.schedule(candidate)
+        cost = schedule.cost(self._ctx.site_flops)
+        trial.set_user_attr("cost", cost)
+        return self.score(schedule)

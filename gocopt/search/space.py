@@ -1,0 +1,157 @@
+"""The search space: a few numbers → a step × site mask that meets the budget by construction.
+
+A candidate ranks every (step, site) pair by how cheaply it can be reused — calibration's
+one-step reuse error, tilted by where the pair sits (early or late step, shallow or deep block,
+MLP or attention) — and :func:`fill_to_budget` reuses pairs in that order until the cost is at
+most the budget, then computes back the least reusable ones while it stays at most the budget.
+So every candidate's cost is ≤ budget and within one site-step of it. Three families start from
+different masks: ``greedy`` (all computed), ``interval`` (FORA's interval-K at the budget) and
+``l2c`` (the L2C-like early-step schedule), so the named baselines are points of the space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from gocopt.errors import ScheduleError
+from gocopt.runtime.goc import GOCConfig
+from gocopt.schedule.named import interval_mask, l2c_mask
+
+FAMILIES = ("greedy", "interval", "l2c")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space (what an Optuna trial suggests).
+
+    Attributes:
+        family: the starting mask (see the module docstring).
+        alpha: exponent on the calibration reuse error (0 ignores calibration).
+        step_bias: > 0 prefers reusing early (noisy) steps, < 0 late ones.
+        depth_bias: > 0 prefers reusing deep blocks, < 0 shallow ones.
+        mlp_bias: > 0 prefers reusing MLP branches, < 0 attention.
+        max_run: most consecutive reused steps of one site (GOC's queue needs fresh values).
+        w_attn / w_mlp: GOC step size for attention-like and MLP-like sites.
+        skip_inflections: no correction at detected inflection points.
+    """
+
+    family: str = "greedy"
+    alpha: float = 1.0
+    step_bias: float = 0.0
+    depth_bias: float = 0.0
+    mlp_bias: float = 0.0
+    max_run: int = 1
+    w_attn: float = 0.0
+    w_mlp: float = 0.0
+    skip_inflections: bool = False
+
+    def as_params(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What every candidate is built against: costs, calibration, structure."""
+
+    steps: int
+    site_flops: np.ndarray  # (sites,)
+    site_blocks: np.ndarray  # (sites,)
+    site_is_mlp: np.ndarray  # (sites,) bool
+    reuse_error: np.ndarray  # (steps, sites): calibration's one-step reuse error (NaN at step 0)
+    inflections: tuple[int, ...] = ()
+
+    @property
+    def min_cost(self) -> float:
+        """Step 0 computes everything: no schedule costs less."""
+        return 1.0 / self.steps
+
+
+def check_budget(budget: float, steps: int) -> None:
+    """Refuse budgets no schedule can meet, with the reason and the fix."""
+    if steps < 2:
+        raise ScheduleError(f"steps={steps}: caching needs at least 2 sampling steps")
+    if not 0 < budget <= 1:
+        raise ScheduleError(f"budget={budget}: a budget is the fraction of site FLOPs to compute, in (0, 1]")
+    if budget < 1.0 / steps:
+        raise ScheduleError(f"budget={budget} is below {1 / steps:.4f}, the cost of step 0 alone (every site must be "
+                            f"computed once before it can be reused); use a budget >= {1 / steps:.4f} or more steps")
+
+
+def priority(candidate: Candidate, ctx: SpaceContext) -> np.ndarray:
+    """(steps, sites) scores; lower = reuse first. Step 0 is +inf (never reused)."""
+    err = np.nan_to_num(ctx.reuse_error, nan=np.nanmax(ctx.reuse_error) if np.isfinite(ctx.reuse_error).any() else 1.0)
+    score = candidate.alpha * np.log(np.clip(err, 1e-6, None))
+    steps = np.arange(ctx.steps)[:, None] / max(1, ctx.steps - 1)
+    depth = ctx.site_blocks[None, :] / max(1, ctx.site_blocks.max())
+    score = score - candidate.step_bias * (1 - steps) - candidate.depth_bias * depth - candidate.mlp_bias * ctx.site_is_mlp[None, :]
+    score[0] = np.inf
+    return score
+
+
+def fill_to_budget(start: np.ndarray, scores: np.ndarray, flops: np.ndarray, budget: float, max_run: int) -> np.ndarray:
+    """Reuse in ``scores`` order until cost ≤ budget, then compute back while it stays ≤ budget.
+
+    ``max_run`` caps consecutive reuses of a site; if the budget cannot be met under the cap,
+    the cap is raised until it can (step 0 alone always fits a checked budget).
+    """
+    steps, _ = start.shape
+    unit = flops / (steps * flops.sum())  # cost of one site-step
+    order = np.dstack(np.unravel_index(np.argsort(scores, axis=None, kind="stable"), scores.shape))[0]
+    for cap in range(max(1, max_run), steps + 1):
+        mask = start.copy()
+        mask[0] = True
+        cost = float((mask * unit).sum())
+        for s, i in order:
+            if cost <= budget + 1e-12:
+                break
+            if s == 0 or not mask[s, i] or _run_with(mask[:, i], s) > cap:
+                continue
+            mask[s, i] = False
+            cost -= unit[i]
+        if cost <= budget + 1e-12:
+            break
+    else:  # pragma: no cover - unreachable after check_budget
+        raise ScheduleError(f"no schedule meets budget {budget}")
+    for s, i in order[::-1]:  # least reusable first: spend what is left of the budget
+        if not mask[s, i] and cost + unit[i] <= budget + 1e-12:
+            mask[s, i] = True
+            cost += unit[i]
+    return mask
+
+
+def _run_with(column: np.ndarray, s: int) -> int:
+    """Length of the reuse run through step ``s`` if ``s`` were reused."""
+    run = 1
+    k = s - 1
+    while k >= 0 and not column[k]:
+        run, k = run + 1, k - 1
+    k = s + 1
+    while k < len(column) and not column[k]:
+        run, k = run + 1, k + 1
+    return run
+
+
+def build_mask(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.ndarray:
+    """The candidate's mask: cost ≤ budget, within one site-step of it."""
+    check_budget(budget, ctx.steps)
+    n = len(ctx.site_flops)
+    if candidate.family == "interval":
+        k = max(1, math.floor(1 / budget))
+        start = interval_mask(ctx.steps, n, k)
+    elif candidate.family == "l2c":
+        start = l2c_mask(ctx.steps, ctx.site_blocks, ctx.site_flops, budget)
+    elif candidate.family == "greedy":
+        start = np.ones((ctx.steps, n), dtype=bool)
+    else:
+        raise ScheduleError(f"unknown candidate family {candidate.family!r}; expected one of {FAMILIES}")
+    return fill_to_budget(start, priority(candidate, ctx), ctx.site_flops, budget, candidate.max_run)
+
+
+def build_goc(candidate: Candidate, ctx: SpaceContext) -> GOCConfig:
+    """Per-site w from the two group weights; correction at every step from 2, minus inflections if asked."""
+    w = tuple(float(candidate.w_mlp if is_mlp else candidate.w_attn) for is_mlp in ctx.site_is_mlp)
+    excluded = set(ctx.inflections) if candidate.skip_inflections else set()
+    return GOCConfig(w, frozenset(s for s in range(2, ctx.steps) if s not in excluded))
