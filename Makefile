@@ -15,7 +15,7 @@ $(BIN)/gocopt: pyproject.toml
 install: $(BIN)/gocopt
 
 demo: $(BIN)/gocopt
-	$(BIN)/gocopt -v compile --model reference --budget 0.5 --steps 20 --out schedules/reference_ddim20_b0.50.json
+	$(BIN)/gocopt -v compile --model reference --budget 0.5 --steps 20 --out demo/reference_ddim20_b0.50.json
 
 test: $(BIN)/gocopt
 	$(BIN)/python -m pytest

@@ -141,11 +141,11 @@ class _HeldOut:
     @torch.no_grad()
     def score(self, schedule: Schedule) -> dict[str, float]:
         previous = self._compiled.schedule
-        self._compiled.set_schedule(schedule)
+        self._compiled.set_schedule(schedule, log=False)
         self._compiled.reset()
         samples = self._sampler.sample(self._compiled, self._labels, self._noise,
                                        num_classes=self._compiled.original.num_classes).cpu()
-        self._compiled.set_schedule(previous)
+        self._compiled.set_schedule(previous, log=False)
         per_sample = psnr(samples, self._reference)
         result = {"psnr_vs_uncached": float(per_sample.mean()),
                   "psnr_vs_uncached_stderr": float(per_sample.std() / len(per_sample) ** 0.5),

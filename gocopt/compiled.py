@@ -68,9 +68,15 @@ class CachedModel(nn.Module):
     def site_flops(self) -> list[int]:
         return [int(f) for f in self.sites["flops"]]
 
-    def set_schedule(self, schedule: Schedule | None) -> None:
-        """Apply ``schedule`` from the next call on (``None`` computes every site)."""
+    def set_schedule(self, schedule: Schedule | None, *, log: bool = True) -> None:
+        """Apply ``schedule`` from the next call on (``None`` computes every site).
+
+        Logs at INFO what the schedule caches (and says so when it caches nothing); gocopt's own
+        search switches schedules with ``log=False``.
+        """
         self.runtime.set_schedule(schedule)
+        if not log:
+            return
         if schedule is None:
             logger.info("no schedule: every one of %d sites is computed at every step", len(self.sites))
             return
@@ -183,4 +189,4 @@ def _shallow(module: nn.Module) -> nn.Module:
     return clone
 
 
-__all__ = ["CachedModel", "ScheduleError", "cache_model"]
+__all__ = ["CachedModel", "cache_model"]

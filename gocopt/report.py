@@ -52,7 +52,7 @@ def compile_report(schedule, path_stem: str) -> str:
     quality = schedule.provenance.get("quality", {})
     rows = []
     if "heldout" in quality:
-        rows.append({"schedule": f"gocopt (searched + fitted GOC)", **quality["heldout"]})
+        rows.append({"schedule": "gocopt (searched + fitted GOC)", **quality["heldout"]})
     for name, values in quality.get("baselines", {}).items():
         label = {"fora_goc_paper": "FORA + GOC, paper settings (w=1.2)", "l2c": "L2C-like, plain reuse"}.get(name, name)
         rows.append({"schedule": label, **values})

@@ -39,6 +39,7 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         """The statistics as CSV (the samples are cheap to regenerate from the seeds)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.stats.to_csv(path, index=False, float_format="%.6g")
 
     def matrix(self, column: str) -> torch.Tensor:
@@ -57,7 +58,7 @@ def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch
               seeds: tuple[int, ...] | None = None) -> Calibration:
     """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics."""
     previous = compiled.schedule
-    compiled.set_schedule(all_compute(tuple(compiled.sites["site"]), sampler.steps, sampler.timesteps))
+    compiled.set_schedule(all_compute(tuple(compiled.sites["site"]), sampler.steps, sampler.timesteps), log=False)
     history: dict[int, list[torch.Tensor]] = {}  # site → [F[s-1], F[s-2]]
     rows: list[dict] = []
 
@@ -84,7 +85,7 @@ def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch
         samples = sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
     finally:
         compiled.runtime.observers.remove(observe)
-        compiled.set_schedule(previous)
+        compiled.set_schedule(previous, log=False)
     stats = pd.DataFrame(rows)
     sites = compiled.sites[["site", "block", "kind"]].rename(columns={"site": "site_id"}).reset_index(names="site")
     stats = stats.merge(sites, on="site").sort_values(["step", "site"]).reset_index(drop=True)

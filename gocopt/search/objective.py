@@ -63,7 +63,7 @@ class ScheduleObjective:
 
     @torch.no_grad()
     def score(self, schedule: Schedule) -> float:
-        self._compiled.set_schedule(schedule)
+        self._compiled.set_schedule(schedule, log=False)
         self._compiled.reset()
         samples = self._sampler.sample(self._compiled, self._set.labels, self._set.noise,
                                        num_classes=self._num_classes).cpu()

@@ -20,7 +20,7 @@ import torch
 from torch import fx, nn
 
 from gocopt.errors import TraceError
-from gocopt.trace.blocks import block_of, find_block_lists, record_block_calls
+from gocopt.trace.blocks import block_of, record_block_calls
 from gocopt.trace.branches import BranchSite, find_branch_sites
 from gocopt.trace.flops import FlopCounter, flops_by_module
 from gocopt.trace.tracer import LeafPredicate, bind_call, has_tensor, trace_module
@@ -132,7 +132,8 @@ def example_call(model: nn.Module, example_inputs: Any = None) -> dict[str, Any]
 def trace_sites(model: nn.Module, example_inputs: Any = None) -> TracedModel:
     """Trace ``model`` on one example call and find its cache sites (see the module docstring)."""
     call = example_call(model, example_inputs)
-    block_paths = list(record_block_calls(model, call))
+    block_calls = record_block_calls(model, call)
+    block_paths = list(block_calls)
     by_module = flops_by_module(model, block_paths, **call)
     block_flops = sum(by_module.get(b, 0) for b in block_paths)
     try:
@@ -143,16 +144,15 @@ def trace_sites(model: nn.Module, example_inputs: Any = None) -> TracedModel:
     except Exception as e:  # noqa: BLE001 - any tracer failure means: try block by block
         logger.info("whole-model trace of %s failed (%s: %s); tracing block by block",
                     type(model).__name__, type(e).__name__, str(e).splitlines()[0][:200])
-        return _trace_per_block(model, call, block_paths, by_module, block_flops, first_error=e)
+        return _trace_per_block(model, call, block_calls, by_module, block_flops, first_error=e)
     traced = TracedModel(model, call, "whole", {"": gm}, {"": sites}, [], [], block_paths, block_flops)
     traced.sites = _number_sites(traced, {"": _node_flops(gm, call)}, by_module)
     _log_summary(traced)
     return traced
 
 
-def _trace_per_block(model, call, block_paths, by_module, block_flops, first_error) -> TracedModel:
-    calls = record_block_calls(model, call)
-    traced = TracedModel(model, call, "per_block", {}, {}, [], [], block_paths, block_flops,
+def _trace_per_block(model, call, calls, by_module, block_flops, first_error) -> TracedModel:
+    traced = TracedModel(model, call, "per_block", {}, {}, [], [], list(calls), block_flops,
                          notes=[f"whole-model trace failed: {type(first_error).__name__}: {str(first_error).splitlines()[0][:200]}"])
     node_flops = {}
     for path, (args, kwargs) in calls.items():

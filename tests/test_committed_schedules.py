@@ -1,0 +1,45 @@
+"""Every schedule committed under schedules/ loads on the reference model and reproduces the
+quality recorded inside it (on the first 100 of its held-out seeds, within the measured noise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import gocopt
+from gocopt.api import HELDOUT_SEED_BASE
+from gocopt.evaluate import SampleSet
+from gocopt.metrics.fidelity import psnr
+from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule.io import load_schedule
+
+SCHEDULES = sorted((Path(__file__).parent.parent / "schedules").glob("reference_*.json"))
+N = 100
+
+
+def test_the_committed_set_is_complete():
+    names = {p.name for p in SCHEDULES}
+    for steps in (20, 50):
+        for budget in ("0.25", "0.50", "0.75"):
+            assert f"reference_ddim{steps}_b{budget}.json" in names
+
+
+@pytest.mark.parametrize("path", SCHEDULES, ids=[p.stem for p in SCHEDULES])
+def test_committed_schedule_reproduces_its_recorded_quality(path, reference_model):
+    schedule = load_schedule(path)
+    sampler = DDIMSampler(steps=schedule.steps, guidance_scale=schedule.sampler["guidance_scale"])
+    compiled = gocopt.load(reference_model, path, sampler=sampler)
+    assert schedule.cost(compiled.site_flops) <= schedule.budget
+    recorded = schedule.provenance["quality"]["heldout"]
+    seed = schedule.provenance["search"]["seed"]
+    samples = SampleSet.make(recorded["samples"], HELDOUT_SEED_BASE + seed, 10)
+    labels, noise = samples.labels[:N], initial_noise(samples.seeds[:N], (1, 8, 8))
+    with torch.no_grad():
+        uncached = sampler.sample(reference_model, labels, noise, num_classes=10)
+        cached = sampler.sample(compiled, labels, noise, num_classes=10)
+    measured = float(psnr(cached, uncached).mean())
+    noise_at_n = recorded["psnr_vs_uncached_stderr"] * (recorded["samples"] / N) ** 0.5
+    assert abs(measured - recorded["psnr_vs_uncached"]) < 4 * noise_at_n + 0.05
+    assert measured > schedule.provenance["quality"]["baselines"]["fora_goc_paper"]["psnr_vs_uncached"] - 4 * noise_at_n
