@@ -223,3 +223,8 @@ def check_sampler(schedule: Schedule, description: dict[str, Any]) -> None:
     if description["guidance"] != schedule.guidance:
         raise ScheduleError(f"sampler.guidance: schedule was made for {schedule.guidance!r} guidance, the sampler uses "
                             f"{description['guidance']!r}; {fix}")
+    recorded_scale = (schedule.sampler or {}).get("guidance_scale")
+    if recorded_scale is not None and description.get("guidance_scale") != recorded_scale:
+        logger.warning("schedule %r was searched at guidance scale %s, the sampler uses %s: the steps match, but its "
+                       "measured quality may not carry over; re-run gocopt.compile to be sure", schedule.name,
+                       recorded_scale, description.get("guidance_scale"))

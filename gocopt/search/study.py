@@ -48,14 +48,38 @@ def get_storage(storage: Any) -> Any:
         return optuna.storages.JournalStorage(JournalFileBackend(storage))
     # SQLite's default 5 s lock timeout is short for several busy workers on one file
     engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+    from sqlalchemy.exc import SQLAlchemyError
+
     for attempt in range(10):
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
-        except Exception as e:  # noqa: BLE001 - sqlalchemy's OperationalError while another worker creates tables
-            if attempt == 9 or "already exists" not in str(e) and "locked" not in str(e):
+            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+            if storage.startswith("sqlite"):
+                _serialize_sqlite_transactions(rdb.engine)
+            return rdb
+        except SQLAlchemyError:  # another worker is creating the tables right now ("already exists", UNIQUE, locked)
+            if attempt == 9:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _serialize_sqlite_transactions(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    pysqlite begins transactions lazily, so two workers can both read a trial as WAITING and both
+    claim it; Optuna's claim is a read-then-write that must not interleave.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, record):  # noqa: ARG001
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners existed are dropped
 
 
 @dataclass
