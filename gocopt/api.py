@@ -20,7 +20,7 @@ from gocopt.calibrate import calibrate, detect_inflections
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.errors import GocoptError, ScheduleError
 from gocopt.evaluate import SampleSet
-from gocopt.metrics.fidelity import psnr, relative_l2, ssim
+from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
 from gocopt.runtime.goc import GOCConfig
@@ -146,12 +146,8 @@ class _HeldOut:
         samples = self._sampler.sample(self._compiled, self._labels, self._noise,
                                        num_classes=self._compiled.original.num_classes).cpu()
         self._compiled.set_schedule(previous, log=False)
-        per_sample = psnr(samples, self._reference)
-        result = {"psnr_vs_uncached": float(per_sample.mean()),
-                  "psnr_vs_uncached_stderr": float(per_sample.std() / len(per_sample) ** 0.5),
-                  "ssim_vs_uncached": float(ssim(samples, self._reference).mean()),
-                  "rel_l2_vs_uncached": float(relative_l2(samples, self._reference).mean()),
-                  "cost": schedule.cost(self._compiled.site_flops), "samples": len(per_sample)}
+        result = {**paired_fidelity(samples, self._reference),
+                  "cost": schedule.cost(self._compiled.site_flops), "samples": len(samples)}
         if self._evaluator is not None:
             result["fd_vs_uncached"] = frechet_distance(self._evaluator.features(samples), self._features)
         return result

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gocopt.compiled import CachedModel
+from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.quality import QualityEvaluator
 from gocopt.sampling import DDIMSampler, initial_noise
 
@@ -67,11 +68,7 @@ def compare(model: CachedModel, sampler: DDIMSampler, samples: SampleSet, *, eva
     if evaluator is not None:
         result.update(evaluator.score(cached, samples.labels, reference=uncached))
     else:
-        from gocopt.metrics.fidelity import psnr, relative_l2, ssim
-
-        result.update(psnr_vs_uncached=float(psnr(cached, uncached).mean()),
-                      ssim_vs_uncached=float(ssim(cached, uncached).mean()),
-                      rel_l2_vs_uncached=float(relative_l2(cached, uncached).mean()))
+        result.update(paired_fidelity(cached, uncached))
     schedule = model.schedule
     result.update(
         cost=schedule.cost(model.site_flops) if schedule is not None else 1.0,

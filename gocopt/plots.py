@@ -8,12 +8,28 @@ from pathlib import Path
 import torch
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None, columns: int = 10) -> None:
-    """Images ``(N, C, H, W)`` in [-1, 1] → one PNG grid (first channel, ink dark), labelled by class."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display here, none needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None, columns: int = 10) -> None:
+    """Images ``(N, C, H, W)`` in [-1, 1] → one PNG grid (first channel, ink dark), labelled by class."""
+    plt = _pyplot()
 
     n = len(images)
     rows = math.ceil(n / columns)
@@ -24,19 +40,13 @@ def save_image_grid(images: torch.Tensor, path: str | Path, labels: torch.Tensor
             ax.imshow(images[i, 0].float().cpu().numpy(), cmap="gray_r", vmin=-1, vmax=1)
             if labels is not None:
                 ax.set_title(str(int(labels[i])), fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def save_schedule_heatmap(schedule, path: str | Path, site_labels=None) -> None:
     """Step × site heatmap of a schedule (dark = computed, light = reused), with the reused
     fraction of each step beside it and GOC correction steps marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     mask = np.asarray(schedule.mask, dtype=float)
@@ -57,19 +67,13 @@ def save_schedule_heatmap(schedule, path: str | Path, site_labels=None) -> None:
     bar.set_xlim(0, 1)
     bar.set_xlabel("reused")
     ax.set_title(f"{schedule.name or 'schedule'}: dark = compute, light = reuse, * = GOC correction step", fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def save_calibration_plot(stats, path: str | Path, inflections=()) -> None:
     """Per step: relative change of each site kind's output (log scale), and the direction
     cosine of consecutive changes; detected inflection points marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
     for kind, frame in stats.groupby("kind"):
@@ -91,7 +95,4 @@ def save_calibration_plot(stats, path: str | Path, inflections=()) -> None:
     bottom.set_ylabel("cos(d[s], d[s−1])")
     bottom.set_xlabel("sampling step (red: detected inflection)")
     bottom.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)

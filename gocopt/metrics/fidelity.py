@@ -23,6 +23,19 @@ def relative_l2(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return diff / reference.double().flatten(1).norm(dim=1).clamp_min(1e-12)
 
 
+def paired_fidelity(samples: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """The paired metrics every report uses: mean PSNR (with its standard error), SSIM, rel. L2."""
+    if reference.shape != samples.shape:
+        raise ValueError(f"reference shape {tuple(reference.shape)} != samples shape {tuple(samples.shape)}")
+    per_sample = psnr(samples, reference)
+    return {
+        "psnr_vs_uncached": float(per_sample.mean()),
+        "psnr_vs_uncached_stderr": float(per_sample.std() / len(per_sample) ** 0.5),
+        "ssim_vs_uncached": float(ssim(samples, reference).mean()),
+        "rel_l2_vs_uncached": float(relative_l2(samples, reference).mean()),
+    }
+
+
 def ssim(samples: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0,
          window: int = 5, sigma: float = 1.0) -> torch.Tensor:
     """Gaussian-window SSIM (Wang et al. 2004), with a 5×5 window because images are 8×8."""

@@ -9,7 +9,7 @@ import torch
 
 from gocopt.data import load_digits_images
 from gocopt.metrics.classifier import DigitsClassifier, load_classifier
-from gocopt.metrics.fidelity import psnr, relative_l2, ssim
+from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 
 
@@ -60,14 +60,6 @@ class QualityEvaluator:
         }
         if reference is not None:
             reference = reference.detach().cpu().float()
-            if reference.shape != samples.shape:
-                raise ValueError(f"reference shape {tuple(reference.shape)} != samples shape {tuple(samples.shape)}")
-            per_sample_psnr = psnr(samples, reference)
-            result.update(
-                psnr_vs_uncached=float(per_sample_psnr.mean()),
-                psnr_vs_uncached_stderr=float(per_sample_psnr.std() / len(samples) ** 0.5),
-                ssim_vs_uncached=float(ssim(samples, reference).mean()),
-                rel_l2_vs_uncached=float(relative_l2(samples, reference).mean()),
-                fd_vs_uncached=frechet_distance(feats, self.features(reference)),
-            )
+            result.update(paired_fidelity(samples, reference),
+                          fd_vs_uncached=frechet_distance(feats, self.features(reference)))
         return result

@@ -55,9 +55,9 @@ class CacheRuntime:
             schedule.check_sites(self.site_ids)
             # queue a value only while the site is still reused later in the run: an all-compute
             # schedule holds nothing, and the last steps of most schedules hold little
-            reused = ~schedule.mask
-            self._reused_later = np.flip(np.logical_or.accumulate(np.flip(reused, 0), 0), 0)
-            self._reused_later = np.vstack([self._reused_later[1:], np.zeros((1, reused.shape[1]), bool)])
+            reused_from = np.logical_or.accumulate(~schedule.mask[::-1], axis=0)[::-1]  # reused at s or later
+            self._reused_later = np.zeros_like(reused_from)
+            self._reused_later[:-1] = reused_from[1:]
         self._schedule = schedule
         self.reset()
 

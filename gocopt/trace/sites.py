@@ -23,7 +23,7 @@ from gocopt.errors import TraceError
 from gocopt.trace.blocks import block_of, record_block_calls
 from gocopt.trace.branches import BranchSite, find_branch_sites
 from gocopt.trace.flops import FlopCounter, flops_by_module
-from gocopt.trace.tracer import LeafPredicate, bind_call, has_tensor, trace_module
+from gocopt.trace.tracer import LeafPredicate, bind_call, trace_module
 
 logger = logging.getLogger(__name__)
 
@@ -247,4 +247,4 @@ def find_sites(model: nn.Module, example_inputs: Any = None) -> pd.DataFrame:
     return trace_sites(model, example_inputs).table()
 
 
-__all__ = ["Site", "TracedModel", "example_call", "find_sites", "has_tensor", "trace_sites"]
+__all__ = ["Site", "TracedModel", "example_call", "find_sites", "trace_sites"]
