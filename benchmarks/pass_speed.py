@@ -1,6 +1,6 @@
 """Wall-clock cost of the rewrite: uncached vs compiled, same process, same inputs.
 
-    python benchmarks/pass_speed.py --model DiT-XL/2 --batch 1 --steps 20 --budgets 1.0,0.5
+    python -m benchmarks.pass_speed --model DiT-XL/2 --batch 1 --steps 20 --budgets 1.0,0.5
 
 DiT-shaped model with random weights (adaLN randomised), DDIM with batched CFG (a model batch
 of 2 × --batch), CPU threads as set by --threads. For each budget the compiled model runs an
@@ -13,15 +13,15 @@ ratio to the uncached run measured beside it. Writes docs/benchmarks/pass_speed_
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from tqdm import tqdm
+
+from benchmarks.speed_table import measure
 
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
 from gocopt.report import environment, markdown_table, write_json
-from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.sampling import DDIMSampler
 from gocopt.schedule import all_compute, named_schedule
 
 
@@ -48,23 +48,10 @@ def main() -> None:
         schedules[budget] = (all_compute(ids, args.steps, sampler.timesteps) if budget >= 1.0 else
                              named_schedule(spec, ids, steps=args.steps, timesteps=sampler.timesteps,
                                             site_flops=compiled.site_flops, site_blocks=list(compiled.sites["block"])))
-    noise = initial_noise(range(args.batch), (model.in_channels, model.input_size, model.input_size))
-    labels = torch.arange(args.batch) % model.num_classes
-
-    def run(runner) -> float:
-        start = time.perf_counter()
-        sampler.sample(runner, labels, noise, num_classes=model.num_classes)
-        return time.perf_counter() - start
-
-    best = {"uncached": float("inf"), **{b: float("inf") for b in schedules}}
-    peak_cache = {}
-    run(model)  # warm-up: allocator, thread pool
-    for _ in tqdm(range(args.repeats), desc="rounds"):
-        best["uncached"] = min(best["uncached"], run(model))
-        for budget, schedule in schedules.items():
-            compiled.set_schedule(schedule)
-            best[budget] = min(best[budget], run(compiled))
-            peak_cache[budget] = _peak_cache_bytes(compiled, sampler, labels, noise, model.num_classes)
+    measured = measure(model, compiled, {f"{b:g}": s for b, s in schedules.items()}, batch=args.batch,
+                       steps=args.steps, rounds=args.repeats)
+    best = {"uncached": measured["uncached"]["seconds"], **{b: measured[f"{b:g}"]["seconds"] for b in schedules}}
+    peak_cache = {b: measured[f"{b:g}"]["cache_mib"] * 2**20 for b in schedules}
     rows = [{"config": "uncached", "cost": 1.0, "seconds": best["uncached"], "speedup": 1.0, "ideal": 1.0}]
     for budget, schedule in schedules.items():
         cost = schedule.cost(compiled.site_flops)
@@ -85,19 +72,6 @@ def main() -> None:
             f"{100 * meta['coverage']:.1f}% of block FLOPs.\n\n{table}")
     open(f"{name}.md", "w").write(text)
     print(text)
-
-
-def _peak_cache_bytes(compiled, sampler, labels, noise, num_classes) -> int:
-    """Bytes the runtime's queues hold once full: two model calls fill every site's queue."""
-    compiled.reset()
-    n = noise.shape[0]
-    y = torch.cat([labels, torch.full_like(labels, num_classes)])
-    with torch.no_grad():
-        for t in sampler.timesteps[:2]:
-            compiled(torch.cat([noise, noise]), torch.full((2 * n,), t), y)
-    held = compiled.runtime.memory_bytes()
-    compiled.reset()
-    return held
 
 
 if __name__ == "__main__":

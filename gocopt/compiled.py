@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from gocopt.errors import ScheduleError, TraceError
-from gocopt.passes import insert_cache_sites
-from gocopt.runtime.modules import BlockCacheSite, CacheSite, TracedBlock, check_constants
+from gocopt.passes import insert_cache_sites, prune_site_conditioning
+from gocopt.runtime.modules import BlockCacheSite, CacheSite, ConditioningChunks, TracedBlock, check_constants
 from gocopt.runtime.runtime import CacheRuntime, timestep_value
 from gocopt.schedule.schedule import Schedule
 from gocopt.trace.sites import TracedModel, trace_sites
@@ -39,11 +39,12 @@ class CachedModel(nn.Module):
         runtime: per-run state; ``runtime.memory_bytes()`` is what the cache holds right now.
     """
 
-    def __init__(self, traced: TracedModel, schedule: Schedule | None = None) -> None:
+    def __init__(self, traced: TracedModel, schedule: Schedule | None = None,
+                 runtime_cls: type[CacheRuntime] = CacheRuntime) -> None:
         super().__init__()
         self.__dict__["_original"] = traced.model
         self.sites: pd.DataFrame = traced.table()
-        self.runtime = CacheRuntime(tuple(self.sites["site"]), None)
+        self.runtime = runtime_cls(tuple(self.sites["site"]), None)
         self.mode = traced.mode
         self.module = _rewrite(traced, self.runtime)
         self._tensor_args = [k for k, v in traced.call.items() if has_tensor(v)]
@@ -126,14 +127,16 @@ class CachedModel(nn.Module):
                              "compile on the device you sample on")
 
 
-def cache_model(model: nn.Module, schedule: Schedule | None = None, example_inputs: Any = None) -> CachedModel:
+def cache_model(model: nn.Module, schedule: Schedule | None = None, example_inputs: Any = None, *,
+                runtime_cls: type[CacheRuntime] = CacheRuntime) -> CachedModel:
     """Trace ``model``, rewrite its cache sites, and apply ``schedule`` (``None``: compute all).
 
-    ``model`` is not modified; the result shares its parameters.
+    ``model`` is not modified; the result shares its parameters. ``runtime_cls`` swaps in another
+    reuse rule (a :class:`CacheRuntime` subclass), e.g. a peer method for a benchmark.
     """
     if isinstance(model, CachedModel):
         raise TraceError("model is already compiled by gocopt; use .set_schedule() or compile .original")
-    return CachedModel(trace_sites(model, example_inputs), schedule)
+    return CachedModel(trace_sites(model, example_inputs), schedule, runtime_cls)
 
 
 def _rewrite(traced: TracedModel, runtime: CacheRuntime) -> nn.Module:
@@ -146,9 +149,13 @@ def _rewrite(traced: TracedModel, runtime: CacheRuntime) -> nn.Module:
     def make_site(index: int, compute) -> CacheSite:
         return CacheSite(index, ids[index], compute, runtime)
 
+    def make_chunks(linear: nn.Linear, chunks: int, dim: int, consumers) -> ConditioningChunks:
+        return ConditioningChunks(linear, chunks, dim, consumers, runtime)
+
     for path, gm in traced.graphs.items():
         indices = by_graph.get(path, [])
         insert_cache_sites(gm, [traced.branch_of[i] for i in indices], indices, make_site)
+        prune_site_conditioning(gm, make_chunks)
     if traced.mode == "whole":
         return traced.graphs[""]
     replacements: dict[str, nn.Module] = {

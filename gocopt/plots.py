@@ -96,3 +96,34 @@ def save_calibration_plot(stats, path: str | Path, inflections=()) -> None:
     bottom.set_xlabel("sampling step (red: detected inflection)")
     bottom.legend(fontsize=7)
     _save(fig, path, dpi=110)
+
+
+def save_quality_vs_cost(rows, path: str | Path, group: str = "steps", series: str = "label") -> None:
+    """PSNR and FD vs uncached against realised cost, one panel pair per ``group`` value, one
+    line per ``series`` (method); the upper left of the PSNR panel is where a cache wants to be."""
+    plt = _pyplot()
+
+    groups = sorted({r[group] for r in rows})
+    fig, axes = plt.subplots(2, len(groups), figsize=(6.5 * len(groups), 8), squeeze=False, sharex=True)
+    names = list(dict.fromkeys(r[series] for r in rows if r.get("psnr_vs_uncached") is not None))
+    markers = "osD^v<>ph*"
+    for col, value in enumerate(groups):
+        top, bottom = axes[0, col], axes[1, col]
+        for i, name in enumerate(names):
+            points = sorted((r["cost"], r["psnr_vs_uncached"], r["fd_vs_uncached"]) for r in rows
+                            if r[group] == value and r[series] == name)
+            if not points:
+                continue
+            cost, psnr, fd = zip(*points)
+            style = dict(marker=markers[i % len(markers)], label=name, lw=2.5 if "gocopt" in name else 1)
+            top.plot(cost, psnr, **style)
+            bottom.plot(cost, [max(f, 1e-6) for f in fd], **style)
+        top.set_title(f"{group} = {value}")
+        top.set_ylabel("PSNR vs uncached (dB, higher is better)")
+        bottom.set_ylabel("FD vs uncached (lower is better)")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("realised cost (fraction of site FLOPs)")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    _save(fig, path, dpi=110)

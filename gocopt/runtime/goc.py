@@ -58,5 +58,5 @@ class GOCConfig:
 
 
 def extrapolate(newest: torch.Tensor, older: torch.Tensor, w: float) -> torch.Tensor:
-    """``newest + w * (newest - older)``: one subtract and one fused multiply-add."""
-    return torch.add(newest, newest - older, alpha=w)
+    """``newest + w * (newest - older)``, as ``lerp(newest, older, -w)``: one pass over memory."""
+    return torch.lerp(newest, older, -w)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
@@ -32,6 +33,40 @@ class CacheSite(nn.Module):
 
     def extra_repr(self) -> str:
         return f"index={self.index}, site={self.site_id!r}"
+
+
+class ConditioningChunks(nn.Module):
+    """``linear(x).chunk(n, dim)`` that skips the chunks only reused sites would read.
+
+    ``consumers[k]`` is the set of sites chunk ``k`` reaches and nothing else (``None``: it is
+    needed regardless, e.g. a gate). When every chunk is wanted this is the original computation,
+    bit for bit; otherwise the wanted chunks come from row slices of the weight (views, no copies)
+    and the others are zeros that only reused sites receive and ignore.
+    """
+
+    def __init__(self, linear: nn.Linear, chunks: int, dim: int, consumers, runtime: CacheRuntime) -> None:
+        super().__init__()
+        self.linear = linear
+        self.chunks = chunks
+        self.dim = dim
+        self.consumers = tuple(None if c is None else tuple(sorted(c)) for c in consumers)
+        self.runtime = runtime
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        wanted = [c is None or self.runtime.computes(c) for c in self.consumers]
+        if all(wanted) or self.dim not in (-1, x.dim() - 1):  # a chunk of rows of the weight needs the last dim
+            return self.linear(x).chunk(self.chunks, self.dim)
+        size = self.linear.out_features // self.chunks
+        weight, bias = self.linear.weight, self.linear.bias
+        return tuple(
+            F.linear(x, weight[k * size : (k + 1) * size], None if bias is None else bias[k * size : (k + 1) * size])
+            if want else x.new_zeros(*x.shape[:-1], size)
+            for k, want in enumerate(wanted)
+        )
+
+    def extra_repr(self) -> str:
+        pruned = [k for k, c in enumerate(self.consumers) if c is not None]
+        return f"chunks={self.chunks}, prunable={pruned}"
 
 
 class _Delegating(nn.Module):

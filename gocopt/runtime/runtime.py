@@ -150,6 +150,7 @@ class CacheRuntime:
         if schedule.mask[step, index]:
             value = compute(*inputs)
             state.computed += 1
+            self._on_computed(index, step, value)
         else:
             value = self._reuse(state, index, step)
         if self._reused_later[step, index]:
@@ -158,6 +159,17 @@ class CacheRuntime:
             state.queues[index].clear()
         self._observe(step, index, value)
         return value
+
+    def computes(self, sites: Sequence[int]) -> bool:
+        """Whether any of ``sites`` is computed at the current step (what their inputs are worth)."""
+        schedule = self._schedule
+        if schedule is None:
+            return True
+        step = self.state.step
+        return step >= schedule.steps or bool(schedule.mask[step, list(sites)].any())
+
+    def _on_computed(self, index: int, step: int, value: SiteValue) -> None:
+        """Hook for subclasses with another reuse rule (GOC needs only the queue)."""
 
     def _reuse(self, state: RunState, index: int, step: int) -> SiteValue:
         queue = state.queues[index]

@@ -1,0 +1,14 @@
+"""The caches users would pick instead of gocopt, rebuilt here so one benchmark can run them all.
+
+Each is a faithful small version of its method's rule, run on gocopt's reference DiT:
+
+* :mod:`.taylorseer` — TaylorSeer-style first-order extrapolation from the last two *computed*
+  values, on an interval schedule (a :class:`~gocopt.runtime.CacheRuntime` with another reuse rule);
+* :mod:`.smoothcache` — SmoothCache-style: calibration errors, skip while the accumulated error
+  since the last computation stays under a threshold, threshold bisected to the budget;
+* :mod:`.first_block_cache` — FirstBlockCache / TeaCache-style dynamic cache: always run the first
+  block, skip the rest when its residual changed less than a threshold (probe cost counted).
+
+FORA (interval-K), FORA + GOC with the paper's settings and the L2C-like schedule are gocopt's
+own named schedules (:mod:`gocopt.schedule.named`).
+"""

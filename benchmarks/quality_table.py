@@ -1,0 +1,256 @@
+"""The quality table: every caching strategy on the reference model, same seeds, one run.
+
+Each row is a *contender*: something the sampler can call, a way to start a run, and the cost
+that run realised (a static schedule's cost is its mask's; the dynamic first-block cache counts
+its own, probe included). All rows of one step count are scored against one uncached run on the
+same seeds, with the paired metrics (PSNR, SSIM, FD vs uncached) that rank schedules and the
+unpaired ones (FID with its bootstrap noise, IS, class accuracy) that flag divergence. Wall-clock
+speedup is measured at batch size 1 (one image, batched CFG), each contender right after the
+uncached model on the same seed, so both see the same machine state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import gocopt
+from benchmarks.peers.first_block_cache import FirstBlockCache
+from benchmarks.peers.smoothcache import smoothcache_mask
+from benchmarks.peers.taylorseer import TaylorSeerRuntime
+from gocopt.api import SEARCH_SEED_BASE
+from gocopt.calibrate import calibrate
+from gocopt.compiled import CachedModel, cache_model
+from gocopt.evaluate import SampleSet
+from gocopt.metrics.frechet import frechet_distance
+from gocopt.metrics.quality import QualityEvaluator
+from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
+from gocopt.runtime import GOCConfig
+from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule import Schedule
+from gocopt.schedule.named import interval_at_budget, l2c_mask
+
+BENCHMARK_SEED_BASE = 30_000  # disjoint from gocopt.compile's search (10_000+) and held-out (20_000+) seeds
+PAPER_W = 1.2  # GOC paper's hand-set step size
+TAYLORSEER_LABEL = "TaylorSeer-style, 1st order on interval-K"
+LABELS = {
+    "uncached": "uncached",
+    "fora": "FORA interval-K, plain reuse",
+    "fora_goc_paper": "FORA + GOC, paper settings (w=1.2)",
+    "l2c": "L2C-like static, plain",
+    "smoothcache": "SmoothCache-style (calibration + threshold)",
+    "first_block_cache": "FirstBlockCache/TeaCache-style (dynamic, probe counted)",
+    "taylorseer": TAYLORSEER_LABEL,
+    "gocopt": "gocopt compile (searched + fitted GOC)",
+}
+
+
+@dataclass
+class Contender:
+    """One row: what the sampler calls, how a run starts, what the last run cost (site FLOPs)."""
+
+    method: str
+    budget: float
+    model: Callable[..., torch.Tensor]
+    reset: Callable[[], None]
+    run_cost: Callable[[], float]
+
+
+@dataclass
+class QualitySettings:
+    """What the quality table measures; the defaults are the committed table's."""
+
+    steps: tuple[int, ...] = (20, 50)
+    budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
+    samples: int = 1000
+    timing_samples: int = 10
+    calibration_samples: int = 64
+    batch_size: int = 500
+    seed: int = 0
+    schedules_dir: Path | None = Path("schedules")  # committed gocopt schedules; None: compile in the run
+    trials: int = 40
+    threshold_iterations: int = 14
+    methods: tuple[str, ...] = field(default=tuple(LABELS))
+
+
+def _schedule_contender(method: str, budget: float, compiled: CachedModel, schedule: Schedule) -> Contender:
+    def reset() -> None:
+        compiled.set_schedule(schedule, log=False)  # several contenders share one compiled model
+
+    cost = schedule.cost(compiled.site_flops)
+    return Contender(method, budget, compiled, reset, lambda: cost)
+
+
+def _first_block_contender(budget: float, fbc: FirstBlockCache) -> Contender:
+    return Contender("first_block_cache", budget, fbc, fbc.reset, fbc.cost)
+
+
+class QualityBench:
+    """The contenders for one step count, built against one calibration run."""
+
+    def __init__(self, model: nn.Module, steps: int, settings: QualitySettings, progress: bool = True) -> None:
+        self.model, self.settings, self.progress = model, settings, progress
+        self.sampler = DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE)
+        self.compiled = cache_model(model)
+        self.taylor = cache_model(model, runtime_cls=TaylorSeerRuntime)
+        self.ids = tuple(self.compiled.sites["site"])
+        self.flops = np.asarray(self.compiled.site_flops, dtype=np.float64)
+        shape = (model.in_channels, model.input_size, model.input_size)
+        calib = SampleSet.make(settings.calibration_samples, SEARCH_SEED_BASE + settings.seed, model.num_classes)
+        self.calib_labels, self.calib_noise = calib.labels, initial_noise(calib.seeds, shape)
+        self.calibration = calibrate(self.compiled, self.sampler, self.calib_labels, self.calib_noise,
+                                     num_classes=model.num_classes, seeds=calib.seeds)
+
+    def schedule(self, mask: np.ndarray, name: str, goc: GOCConfig | None = None) -> Schedule:
+        return Schedule(mask, self.ids, tuple(self.sampler.timesteps), goc or GOCConfig(), name)
+
+    def contenders(self, budget: float) -> list[Contender]:
+        steps, n = self.sampler.steps, len(self.ids)
+        fora = interval_at_budget(steps, n, budget)
+        inflection = round(0.85 * steps)  # the paper's correction steps: all but the late inflection
+        paper = GOCConfig.at_steps(PAPER_W, [s for s in range(2, steps) if s != inflection])
+        smooth = smoothcache_mask(self.calibration.matrix("rel_change").numpy(), self.flops, budget)
+        builders: dict[str, Callable[[], Contender]] = {
+            "fora": lambda: _schedule_contender("fora", budget, self.compiled, self.schedule(fora, "fora")),
+            "fora_goc_paper": lambda: _schedule_contender("fora_goc_paper", budget, self.compiled,
+                                                          self.schedule(fora, "fora+goc(paper)", paper)),
+            "l2c": lambda: _schedule_contender("l2c", budget, self.compiled, self.schedule(
+                l2c_mask(steps, self.compiled.sites["block"].to_numpy(), self.flops, budget), "l2c")),
+            "smoothcache": lambda: _schedule_contender("smoothcache", budget, self.compiled,
+                                                       self.schedule(smooth, "smoothcache")),
+            "first_block_cache": lambda: _first_block_contender(budget, self.first_block_cache(budget)),
+            "taylorseer": lambda: _schedule_contender("taylorseer", budget, self.taylor,
+                                                      self.schedule(fora, "taylorseer", GOCConfig())),
+            "gocopt": lambda: self.gocopt(budget),
+        }
+        return [builders[m]() for m in self.settings.methods if m in builders]
+
+    def first_block_cache(self, budget: float) -> FirstBlockCache:
+        """The threshold whose realised cost on the calibration seeds is at most ``budget`` (bisection)."""
+        fbc = FirstBlockCache(self.model, threshold=0.0)
+        low, high = -4.0, 1.0  # log10 threshold: 1e-4 recomputes every step, 10 skips all it can
+        for _ in range(self.settings.threshold_iterations):
+            fbc.threshold = 10 ** ((low + high) / 2)
+            fbc.reset()
+            with torch.no_grad():
+                self.sampler.sample(fbc, self.calib_labels, self.calib_noise, num_classes=self.model.num_classes)
+            if fbc.cost() <= budget:
+                high = (low + high) / 2
+            else:
+                low = (low + high) / 2
+        fbc.threshold = 10**high
+        fbc.reset()
+        return fbc
+
+    def gocopt(self, budget: float) -> Contender:
+        """The committed schedule for this sampler and budget, loaded as at deploy time (or compiled now)."""
+        s = self.settings
+        if s.schedules_dir is not None:
+            path = s.schedules_dir / f"reference_ddim{self.sampler.steps}_b{budget:.2f}.json"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: make it with `gocopt compile --model reference --steps "
+                                        f"{self.sampler.steps} --budget {budget}`, or run the benchmark with --compile")
+            compiled = gocopt.load(self.model, path, sampler=self.sampler)
+        else:
+            compiled = gocopt.compile(self.model, budget, sampler=self.sampler, trials=s.trials,
+                                      search_samples=s.calibration_samples, heldout_samples=16, seed=s.seed,
+                                      progress=self.progress)
+        return _schedule_contender("gocopt", budget, compiled, compiled.schedule)
+
+
+@torch.no_grad()
+def sample_contender(contender: Contender, sampler: DDIMSampler, labels: torch.Tensor, noise: torch.Tensor, *,
+                     num_classes: int, batch_size: int) -> tuple[torch.Tensor, float]:
+    """Samples (one run per batch) and the realised cost, averaged over samples."""
+    chunks, cost = [], 0.0
+    for i in range(0, len(labels), batch_size):
+        contender.reset()
+        chunks.append(sampler.sample(contender.model, labels[i : i + batch_size], noise[i : i + batch_size],
+                                     num_classes=num_classes))
+        cost += contender.run_cost() * len(chunks[-1])
+    return torch.cat(chunks), cost / len(labels)
+
+
+@torch.no_grad()
+def batch_one_speedup(contender: Contender, uncached: nn.Module, sampler: DDIMSampler, labels: torch.Tensor,
+                      noise: torch.Tensor, *, num_classes: int) -> tuple[float, float]:
+    """(speedup, cached seconds per image) at batch size 1, each seed run uncached then cached."""
+    def timed(model, i) -> float:
+        start = time.perf_counter()
+        sampler.sample(model, labels[i : i + 1], noise[i : i + 1], num_classes=num_classes)
+        return time.perf_counter() - start
+
+    contender.reset()
+    timed(contender.model, 0)  # warm-up
+    base = cached = 0.0
+    for i in range(len(labels)):
+        base += timed(uncached, i)
+        contender.reset()
+        cached += timed(contender.model, i)
+    return base / cached, cached / len(labels)
+
+
+def fid_noise(evaluator: QualityEvaluator, samples: torch.Tensor, resamples: int = 20, seed: int = 0) -> float:
+    """Bootstrap standard deviation of FID for these samples: how much FID moves by chance."""
+    features, real = evaluator.features(samples), evaluator.real_features
+    rng = np.random.default_rng(seed)
+    values = [frechet_distance(features[rng.integers(0, len(features), len(features))], real) for _ in range(resamples)]
+    return float(np.std(values))
+
+
+def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = True) -> tuple[list[dict], dict]:
+    """Every contender at every step count and budget; rows plus the per-step-count uncached facts."""
+    evaluator = QualityEvaluator()
+    shape = (model.in_channels, model.input_size, model.input_size)
+    samples = SampleSet.make(settings.samples, BENCHMARK_SEED_BASE + settings.seed, model.num_classes)
+    labels, noise = samples.labels, initial_noise(samples.seeds, shape)
+    timing = slice(0, settings.timing_samples)
+    rows: list[dict] = []
+    uncached_facts: dict = {}
+    for steps in settings.steps:
+        bench = QualityBench(model, steps, settings, progress)
+        sampler = bench.sampler
+        with torch.no_grad():
+            start = time.perf_counter()
+            uncached = torch.cat([sampler.sample(model, labels[i : i + settings.batch_size],
+                                                 noise[i : i + settings.batch_size], num_classes=model.num_classes)
+                                  for i in range(0, len(labels), settings.batch_size)])
+            uncached_seconds = time.perf_counter() - start
+        base = evaluator.score(uncached, labels)
+        uncached_facts[steps] = {"fid": base["fid"], "fid_noise": fid_noise(evaluator, uncached),
+                                 "seconds": uncached_seconds}
+        rows.append({"steps": steps, "budget": None, "method": "uncached", "label": LABELS["uncached"], "cost": 1.0,
+                     "speedup": 1.0, "psnr_vs_uncached": None, "ssim_vs_uncached": 1.0, "fd_vs_uncached": 0.0,
+                     "fid_noise": uncached_facts[steps]["fid_noise"], **base, "samples": len(labels)})
+        jobs = [(b, c) for b in settings.budgets for c in bench.contenders(b)]
+        for budget, contender in tqdm(jobs, desc=f"DDIM-{steps} rows", disable=not progress):
+            cached, cost = sample_contender(contender, sampler, labels, noise, num_classes=model.num_classes,
+                                            batch_size=settings.batch_size)
+            speedup, per_image = batch_one_speedup(contender, model, sampler, labels[timing], noise[timing],
+                                                   num_classes=model.num_classes)
+            rows.append({"steps": steps, "budget": budget, "method": contender.method,
+                         "label": LABELS[contender.method], "cost": cost, "speedup": speedup,
+                         "seconds_per_image": per_image, **evaluator.score(cached, labels, reference=uncached),
+                         "samples": len(labels)})
+    return rows, uncached_facts
+
+
+def verdicts(rows: Sequence[dict]) -> list[dict]:
+    """Per (steps, budget): does gocopt beat every other row on PSNR and FD at equal or higher cost?"""
+    out = []
+    for steps, budget in sorted({(r["steps"], r["budget"]) for r in rows if r["method"] == "gocopt"}):
+        group = [r for r in rows if r["steps"] == steps and r["budget"] == budget]
+        ours = next(r for r in group if r["method"] == "gocopt")
+        losses = [r["method"] for r in group if r["method"] != "gocopt" and (
+            r["psnr_vs_uncached"] >= ours["psnr_vs_uncached"] or r["fd_vs_uncached"] <= ours["fd_vs_uncached"])]
+        cheaper = [r["method"] for r in group if r["method"] != "gocopt" and r["cost"] < ours["cost"] - 1e-9]
+        out.append({"steps": steps, "budget": budget, "gocopt_wins": not losses, "loses_to": losses,
+                    "cheaper_rows": cheaper})
+    return out
