@@ -1,6 +1,6 @@
 """GOC's wall-clock overhead over plain reuse at the same schedule.
 
-    python benchmarks/goc_overhead.py --model DiT-B/2 --steps 20 --repeats 5
+    python -m benchmarks.goc_overhead --model DiT-B/2 --steps 20 --repeats 5
 
 Same compiled model, same interval-2 schedule, same inputs; only the correction differs (one
 subtract and one fused multiply-add per corrected site). Runs are interleaved and each side's

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "compile": "gocopt.api",
     "load": "gocopt.api",
+    "remove": "gocopt.integrations.diffusers",
     "load_schedule": "gocopt.schedule.io",
     "save_schedule": "gocopt.schedule.io",
     "cache_model": "gocopt.compiled",

@@ -20,6 +20,7 @@ from gocopt.calibrate import calibrate, detect_inflections
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.errors import GocoptError, ScheduleError
 from gocopt.evaluate import SampleSet
+from gocopt.integrations.diffusers import compile_pipeline, is_pipeline, load_pipeline
 from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
@@ -50,7 +51,9 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     study_name: str | None = None,
     example_inputs: Any = None,
     progress: bool = True,
-) -> CachedModel | list[CachedModel]:
+    inputs: Sequence[dict[str, Any]] | None = None,
+    call_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """Search the cache schedule that keeps samples closest to the uncached model's while
     computing at most ``budget`` of the site FLOPs, and return the model compiled with it.
 
@@ -62,7 +65,17 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     The result's ``.schedule`` records the model fingerprint, the sampler, calibration and search
     summaries and the quality measured on ``heldout_samples`` seeds the search never saw, next to
     the FORA+GOC (paper settings) and L2C-like baselines at the same budget.
+
+    ``model`` may also be a diffusers pipeline (DiT, PixArt, SD3, Flux, …): its scheduler at
+    ``steps`` defines the steps, ``inputs`` are the calibration inputs (one dict of pipeline
+    arguments each, e.g. ``{"class_labels": 3}`` or ``{"prompt": "…"}``), ``call_kwargs`` fixed
+    pipeline arguments (``guidance_scale``, …); the schedule is installed in the pipeline, which
+    is returned (see :mod:`gocopt.integrations.diffusers`).
     """
+    if is_pipeline(model):
+        return compile_pipeline(model, budget, inputs=inputs, steps=steps, call_kwargs=call_kwargs, trials=trials,
+                                search_samples=search_samples, heldout_samples=heldout_samples, seed=seed,
+                                storage=storage, study_name=study_name, progress=progress)
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     sampler = sampler or _default_sampler(model, steps)
     for b in budgets:
@@ -76,25 +89,42 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     device = next(model.parameters()).device
     shape = (model.in_channels, model.input_size, model.input_size)
     search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, model.num_classes)
-    search_noise = initial_noise(search.seeds, shape, device)
-    calibration = calibrate(compiled, sampler, search.labels.to(device), search_noise, num_classes=model.num_classes,
-                            seeds=search.seeds)
+    held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, model.num_classes)
+    heldout = HeldOut(compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device),
+                      num_classes=model.num_classes, classifier_features=tuple(shape) == (1, 8, 8))
+    results = search_budgets(compiled, sampler, budgets, search.labels.to(device), initial_noise(search.seeds, shape, device),
+                             search.seeds, heldout, num_classes=model.num_classes, trials=trials, seed=seed,
+                             storage=storage, study_name=study_name or _default_study_name(model, sampler),
+                             progress=progress, example_inputs=example_inputs)
+    return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
+
+
+def search_budgets(compiled: CachedModel, sampler: Any, budgets: Sequence[float], labels: torch.Tensor,
+                   noise: torch.Tensor, seeds: Sequence[int], heldout: "HeldOut", *, num_classes: int | None,
+                   trials: int, seed: int, storage: Any, study_name: str, progress: bool,
+                   example_inputs: Any = None) -> list[CachedModel]:
+    """Calibrate once on the search inputs, then search, score and stamp one schedule per budget.
+
+    ``sampler`` is anything with gocopt's sampler interface (``steps``, ``timesteps``,
+    ``guidance``, ``describe()``, ``sample(model, labels, noise, num_classes=)``): gocopt's DDIM,
+    or a diffusers pipeline behind :class:`gocopt.integrations.diffusers.PipelineSampler`.
+    """
+    model = compiled.original
+    calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
                        tuple(inflections))
-    heldout = _HeldOut(compiled, sampler, SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, model.num_classes),
-                       shape, device)
-    search_set = SearchSet(search.labels.to(device), search_noise, calibration.samples)
+    search_set = SearchSet(labels, noise, calibration.samples)
     results = []
     for b in budgets:
-        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, model.num_classes)
-        name = f"{study_name or _default_study_name(model, sampler)}-b{b:g}"
+        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes)
+        name = f"{study_name}-b{b:g}"
         found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name, progress=progress)
         schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
         quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
-                                                                  "samples": search_samples},
+                                                                  "samples": len(seeds)},
                    "baselines": _baselines(heldout, compiled, sampler, b)}
         provenance = {
             "inflection_points": inflections,
@@ -109,7 +139,7 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
         result.set_schedule(schedule)
         _log_summary(result, quality)
         results.append(result)
-    return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
+    return results
 
 
 def _default_sampler(model: nn.Module, steps: int) -> DDIMSampler:
@@ -123,18 +153,17 @@ def _default_study_name(model: nn.Module, sampler) -> str:
     return f"gocopt-{type(model).__name__}-{sampler.describe()['name']}{sampler.steps}"
 
 
-class _HeldOut:
-    """The held-out seeds: one uncached run, then any schedule scored against it."""
+class HeldOut:
+    """The held-out inputs: one uncached run, then any schedule scored against it."""
 
-    def __init__(self, compiled: CachedModel, sampler, samples: SampleSet, shape, device) -> None:
-        self._compiled, self._sampler, self._samples = compiled, sampler, samples
-        self._noise = initial_noise(samples.seeds, shape, device)
-        self._labels = samples.labels.to(device)
+    def __init__(self, compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch.Tensor, *,
+                 num_classes: int | None, classifier_features: bool = False) -> None:
+        self._compiled, self._sampler, self._num_classes = compiled, sampler, num_classes
+        self._labels, self._noise = labels, noise
         with torch.no_grad():
-            self._reference = sampler.sample(compiled.original, self._labels, self._noise,
-                                             num_classes=compiled.original.num_classes).cpu()
+            self._reference = sampler.sample(compiled.original, labels, noise, num_classes=num_classes).cpu()
         self._evaluator = None
-        if tuple(shape) == (1, 8, 8):  # digits-shaped: the shipped classifier's features give FD-to-uncached
+        if classifier_features:  # digits-shaped: the shipped classifier's features give FD-to-uncached
             self._evaluator = QualityEvaluator()
             self._features = self._evaluator.features(self._reference)
 
@@ -143,8 +172,7 @@ class _HeldOut:
         previous = self._compiled.schedule
         self._compiled.set_schedule(schedule, log=False)
         self._compiled.reset()
-        samples = self._sampler.sample(self._compiled, self._labels, self._noise,
-                                       num_classes=self._compiled.original.num_classes).cpu()
+        samples = self._sampler.sample(self._compiled, self._labels, self._noise, num_classes=self._num_classes).cpu()
         self._compiled.set_schedule(previous, log=False)
         result = {**paired_fidelity(samples, self._reference),
                   "cost": schedule.cost(self._compiled.site_flops), "samples": len(samples)}
@@ -153,7 +181,7 @@ class _HeldOut:
         return result
 
 
-def _baselines(heldout: _HeldOut, compiled: CachedModel, sampler, budget: float) -> dict[str, dict[str, float]]:
+def _baselines(heldout: HeldOut, compiled: CachedModel, sampler, budget: float) -> dict[str, dict[str, float]]:
     """FORA + GOC with the paper's hand-set values, and the L2C-like schedule, at this budget."""
     ids, steps = tuple(compiled.sites["site"]), sampler.steps
     inflection = round(0.85 * steps)
@@ -189,7 +217,8 @@ def for_model(schedule: Schedule, compiled: CachedModel, sampler: Any) -> Schedu
 
 
 def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inputs: Any = None,
-         check_weights: bool = True) -> CachedModel:
+         check_weights: bool = True, inputs: Sequence[dict[str, Any]] | None = None,
+         call_kwargs: dict[str, Any] | None = None) -> Any:
     """The compiled ``model`` running the schedule in ``path``, after checking it was made for both.
 
     Refuses (``ScheduleError``, naming the field, the expected and the found value) another model
@@ -197,6 +226,8 @@ def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inp
     and — when ``sampler`` is given — another step count, timestep list or guidance mode. Without
     ``sampler`` the timesteps are still checked at every call.
     """
+    if is_pipeline(model):
+        return load_pipeline(model, path, inputs=inputs, call_kwargs=call_kwargs, check_weights=check_weights)
     schedule = load_schedule(path)
     compiled = cache_model(model, None, example_inputs)
     found = model_fingerprint(model, compiled.sites, weights=check_weights and "weights_sha256" in schedule.fingerprint)

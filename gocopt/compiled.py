@@ -110,7 +110,12 @@ class CachedModel(nn.Module):
         self._check_device(call)
         timestep = timestep_value(call[self._timestep_arg]) if self._timestep_arg else None
         self.runtime.begin_call(timestep)
-        out = self.module(*[call[name] for name in self._tensor_args]) if self.mode == "whole" else self.module(**call)
+        if self.mode == "whole":
+            out = self.module(*[call[name] for name in self._tensor_args])
+            output_type = getattr(self.module, "output_type", None)  # diffusers' Transformer2DModelOutput & co.
+            out = output_type(**out) if output_type is not None and isinstance(out, dict) else out
+        else:
+            out = self.module(**call)
         self.runtime.end_call()
         return out
 

@@ -14,7 +14,7 @@ from gocopt.models import model_by_name
 from gocopt.models.dit import DiTBlock
 from gocopt.trace import find_sites
 from gocopt.trace.tracer import GuardError
-from tiny_diffusers import build
+from gocopt.integrations.tiny import build
 
 
 def test_dit_s2_has_exactly_an_attention_and_an_mlp_site_per_block():

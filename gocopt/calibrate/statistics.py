@@ -44,7 +44,8 @@ class Calibration:
 
     def matrix(self, column: str) -> torch.Tensor:
         """``column`` as a (steps, sites) tensor (NaN where undefined, e.g. step 0)."""
-        table = self.stats.pivot(index="step", columns="site", values=column).sort_index(axis=0).sort_index(axis=1)
+        table = self.stats.pivot_table(index="step", columns="site", values=column, aggfunc="mean", dropna=False)
+        table = table.sort_index(axis=0).sort_index(axis=1)  # contexts (cond / uncond) averaged
         return torch.tensor(table.to_numpy(), dtype=torch.float64)
 
     def summary(self) -> dict:
@@ -59,13 +60,14 @@ def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch
     """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics."""
     previous = compiled.schedule
     compiled.set_schedule(all_compute(tuple(compiled.sites["site"]), sampler.steps, sampler.timesteps), log=False)
-    history: dict[int, list[torch.Tensor]] = {}  # site → [F[s-1], F[s-2]]
+    history: dict[tuple[str, int], list[torch.Tensor]] = {}  # (context, site) → [F[s-1], F[s-2]]
     rows: list[dict] = []
 
     def observe(step: int, site: int, value: tuple[torch.Tensor, ...]) -> None:
         current = torch.cat([v.detach().reshape(-1).double() for v in value])
-        past = history.setdefault(site, [])
-        row = {"step": step, "site": site, "rel_change": float("nan"), "direction_cos": float("nan")}
+        context = compiled.runtime.context_name
+        past = history.setdefault((context, site), [])
+        row = {"step": step, "site": site, "context": context, "rel_change": float("nan"), "direction_cos": float("nan")}
         row.update({f"err_goc_w{w}": float("nan") for w in GOC_PROBE_WEIGHTS})
         norm = current.norm().clamp_min(1e-12)
         if len(past) >= 1:
@@ -77,7 +79,7 @@ def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch
                 for w in GOC_PROBE_WEIGHTS:
                     row[f"err_goc_w{w}"] = float((d - w * d_prev).norm() / norm)
         rows.append(row)
-        history[site] = [current] + past[:1]
+        history[(context, site)] = [current] + past[:1]
 
     compiled.runtime.observers.append(observe)
     try:

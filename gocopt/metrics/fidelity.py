@@ -31,9 +31,14 @@ def paired_fidelity(samples: torch.Tensor, reference: torch.Tensor) -> dict[str,
     return {
         "psnr_vs_uncached": float(per_sample.mean()),
         "psnr_vs_uncached_stderr": float(per_sample.std() / len(per_sample) ** 0.5),
-        "ssim_vs_uncached": float(ssim(samples, reference).mean()),
+        "ssim_vs_uncached": float(ssim(samples, reference).mean()) if _is_image(samples) else float("nan"),
         "rel_l2_vs_uncached": float(relative_l2(samples, reference).mean()),
     }
+
+
+def _is_image(x: torch.Tensor, window: int = 5) -> bool:
+    """SSIM needs (N, C, H, W) with room for its window (packed latents, e.g. Flux's, are not)."""
+    return x.dim() == 4 and min(x.shape[-2:]) >= window
 
 
 def ssim(samples: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0,

@@ -77,6 +77,11 @@ class CacheRuntime:
             self._context = previous
 
     @property
+    def context_name(self) -> str:
+        """The call context the model is in now (``"default"`` outside ``context(...)``)."""
+        return self._context
+
+    @property
     def state(self) -> RunState:
         if self._context not in self._states:
             self._states[self._context] = RunState(len(self.site_ids))

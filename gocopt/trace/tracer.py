@@ -16,6 +16,7 @@ constants; the caller checks later calls against them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import operator
@@ -120,6 +121,12 @@ class ValueTracer(fx.Tracer):
                     self._example[f"{name}_{i + 1}"] = leaf
         self._evaluating = 0  # > 0 while running concrete code: the tracer's patches stand aside
         self.values: dict[fx.Node, Any] = {}
+        self.output_dict_types: list[type] = []  # dict-like dataclasses (diffusers' ModelOutput) fx flattened
+
+    def create_arg(self, a: Any) -> Any:
+        if isinstance(a, dict) and type(a) is not dict and dataclasses.is_dataclass(a):
+            self.output_dict_types.append(type(a))
+        return super().create_arg(a)
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
         return super().is_leaf_module(m, module_qualified_name) or (self._leaf is not None and self._leaf(m))
@@ -198,7 +205,11 @@ def trace_module(module: torch.nn.Module, example_call: dict[str, Any], leaf: Le
     graph = tracer.trace(module, concrete_args=concrete_args or None)
     _bake_constants(graph, tracer.values, concrete_args)
     _eliminate_dead_code(graph)
-    return fx.GraphModule(tracer.root, graph, class_name=f"Traced{type(module).__name__}")
+    gm = fx.GraphModule(tracer.root, graph, class_name=f"Traced{type(module).__name__}")
+    output = next(n for n in reversed(graph.nodes) if n.op == "output").args[0]
+    if isinstance(output, dict) and tracer.output_dict_types:  # the module returned a ModelOutput: rebuild it
+        gm.output_type = tracer.output_dict_types[-1]
+    return gm
 
 
 def _eliminate_dead_code(graph: fx.Graph) -> None:

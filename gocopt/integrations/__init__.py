@@ -1,0 +1,1 @@
+"""Bridges to other libraries' models and pipelines (diffusers), kept out of the core layers."""

@@ -1,0 +1,305 @@
+"""diffusers pipelines: compile and load cache schedules for a pipeline's own transformer.
+
+    pipe = DiTPipeline(...)                      # or PixArt, SD3, Flux: any pipeline with .transformer
+    gocopt.compile(pipe, budget=0.5, steps=25, inputs=[{"class_labels": c} for c in range(8)])
+    pipe.transformer.save("schedules/dit_ddim25_b0.50.json")
+    gocopt.load(pipe, "schedules/dit_ddim25_b0.50.json")   # deploy: checks model, scheduler, steps
+    gocopt.remove(pipe)                                    # the original transformer, untouched
+
+The pipeline's scheduler and step count define the steps; the schedule records the timesteps the
+*transformer* receives (SD3 passes sigmas·1000, Flux sigmas), the scheduler class and the
+guidance mode (one batched call per step, or Flux's ``cache_context("cond"/"uncond")`` calls).
+
+While installed, gocopt wraps the scheduler's ``set_timesteps``, which every pipeline calls once at
+the start of ``__call__``: it refuses a step count or scheduler the schedule was not made for,
+before any denoising, and resets the cache, so each pipeline call is a fresh run (also after an
+interrupted one). Progress bars and ``callback_on_step_end`` are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gocopt.compiled import CachedModel, cache_model
+from gocopt.errors import GocoptError, ScheduleError
+from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
+
+logger = logging.getLogger(__name__)
+_HOOK_ATTR = "_gocopt_set_timesteps"
+
+
+def is_pipeline(obj: Any) -> bool:
+    """A diffusers-style pipeline: callable, with a transformer and a scheduler."""
+    return callable(obj) and hasattr(obj, "transformer") and hasattr(obj, "scheduler") and not isinstance(obj, nn.Module)
+
+
+def _original_transformer(pipe: Any) -> nn.Module:
+    transformer = pipe.transformer
+    return transformer.original if isinstance(transformer, CachedModel) else transformer
+
+
+@contextlib.contextmanager
+def using_transformer(pipe: Any, transformer: nn.Module) -> Iterator[None]:
+    """``pipe`` runs ``transformer`` inside the block; its own transformer is put back after."""
+    previous = pipe.transformer
+    _set_transformer(pipe, transformer)
+    try:
+        yield
+    finally:
+        _set_transformer(pipe, previous)
+
+
+def _set_transformer(pipe: Any, transformer: nn.Module) -> None:
+    # not pipe.transformer = ...: DiffusionPipeline would re-register its config to gocopt's class
+    pipe.__dict__["transformer"] = transformer
+    if "_modules" in pipe.__dict__ and "transformer" in pipe._modules:  # pragma: no cover - nn.Module-like pipelines
+        pipe._modules["transformer"] = transformer
+
+
+def merge_inputs(inputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-sample pipeline arguments → one batched call: tensors concatenated, the rest listed."""
+    keys = list(inputs[0])
+    if any(list(i) != keys for i in inputs):
+        raise GocoptError("every calibration input must name the same pipeline arguments, e.g. all "
+                          "{'class_labels': ...} or all {'prompt_embeds': ..., 'negative_prompt_embeds': ...}")
+    out = {}
+    for key in keys:
+        values = [i[key] for i in inputs]
+        out[key] = torch.cat(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+class PipelineSampler:
+    """gocopt's sampler interface over a diffusers pipeline, so calibration and search run it.
+
+    ``sample(model, labels, noise)`` runs the pipeline once with ``model`` as its transformer:
+    ``labels`` index ``inputs`` (one dict of pipeline arguments per entry: ``class_labels``,
+    ``prompt`` or precomputed ``prompt_embeds``), ``noise`` holds one seed per sample (each sample
+    gets its own generator, so a sample never depends on its batch). It returns the pipeline's
+    final latents (or, for pipelines without latent output, its ``pt`` images).
+    """
+
+    def __init__(self, pipe: Any, inputs: Sequence[dict[str, Any]], steps: int, call_kwargs: dict | None = None) -> None:
+        if not inputs:
+            raise GocoptError("compiling a pipeline needs calibration inputs: inputs=[{'class_labels': 3}, …] or "
+                              "[{'prompt': 'a photo of a cat'}, …] or precomputed prompt embeddings")
+        self.pipe, self.inputs, self.steps = pipe, list(inputs), int(steps)
+        self.call_kwargs = dict(call_kwargs or {})
+        source = inspect.getsource(type(pipe).__call__)
+        self.output_type = "latent" if '"latent"' in source else "pt"
+        self.timesteps: list[float] | None = None  # what the transformer receives, recorded on the first run
+        self.guidance: str | None = None
+        self.example_call: tuple[tuple, dict] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        if self.timesteps is None:
+            raise GocoptError("the pipeline has not been run yet; call sample() once first")
+        example = self.inputs[0]
+        serialisable = all(isinstance(v, (int, float, str, bool)) for v in example.values())
+        return {"name": type(self.pipe).__name__, "steps": self.steps, "timesteps": list(self.timesteps),
+                "guidance": self.guidance, "scheduler": type(self.pipe.scheduler).__name__,
+                "pipeline": type(self.pipe).__name__, "call_kwargs": _plain(self.call_kwargs),
+                "example_input": example if serialisable else None}
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, labels: torch.Tensor, noise: torch.Tensor, *, num_classes: int | None = None,
+               progress: bool = False) -> torch.Tensor:
+        inputs = merge_inputs([self.inputs[int(i)] for i in labels])
+        device = next(_original_transformer(self.pipe).parameters()).device
+        generators = [torch.Generator(device).manual_seed(int(s)) for s in noise]
+        recorded: list[tuple[float | None, str]] = []
+        hook = None
+        if isinstance(model, CachedModel) and self.timesteps is None:
+            def record(module, args, kwargs) -> None:
+                call = dict(zip(("hidden_states", "timestep"), args)) | kwargs
+                recorded.append((timestep_value(call.get("timestep")), module.runtime.context_name))
+            hook = model.register_forward_pre_hook(record, with_kwargs=True)
+        bar = getattr(self.pipe, "_progress_bar_config", None)
+        self.pipe.set_progress_bar_config(disable=not progress)
+        try:
+            with using_transformer(self.pipe, model), _unhooked(self.pipe):
+                out = self.pipe(**inputs, **self.call_kwargs, generator=generators, num_inference_steps=self.steps,
+                                output_type=self.output_type, return_dict=False)[0]
+        finally:
+            if hook is not None:
+                hook.remove()
+            if bar is None:
+                del self.pipe._progress_bar_config
+            else:
+                self.pipe._progress_bar_config = bar
+        if recorded:
+            self._record(recorded)
+        return torch.as_tensor(out).float()
+
+    def _record(self, calls: list[tuple[float | None, str]]) -> None:
+        contexts = {c for _, c in calls}
+        self.guidance = "batched" if contexts == {DEFAULT_CONTEXT} else "separate"
+        first = next(iter(sorted(contexts)))
+        self.timesteps = [t for t, c in calls if c == first]
+        if len(self.timesteps) != self.steps:
+            raise GocoptError(f"the pipeline called its transformer {len(self.timesteps)} times per context for "
+                              f"{self.steps} steps; gocopt schedules need one call per step and context")
+
+
+def capture_call(pipe: Any, sampler: PipelineSampler, seed: int) -> tuple[tuple, dict]:
+    """The arguments of the pipeline's first transformer call (tracing needs one real call)."""
+    class _Captured(Exception):
+        pass
+
+    captured: dict[str, Any] = {}
+
+    def grab(module, args, kwargs):
+        captured["call"] = (args, kwargs)
+        raise _Captured
+
+    transformer = _original_transformer(pipe)
+    hook = transformer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            sampler.sample(transformer, torch.tensor([0]), torch.tensor([seed]))
+    except _Captured:
+        pass
+    finally:
+        hook.remove()
+    if "call" not in captured:
+        raise GocoptError(f"{type(pipe).__name__} never called its transformer")
+    return captured["call"]
+
+
+def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs: Sequence[dict[str, Any]],
+                     steps: int = 20, call_kwargs: dict | None = None, trials: int = 40, search_samples: int = 16,
+                     heldout_samples: int = 16, seed: int = 0, storage: Any = None, study_name: str | None = None,
+                     progress: bool = True) -> Any:
+    """Search a schedule for ``pipe.transformer`` under ``pipe``'s scheduler at ``steps``, install it.
+
+    Calibration and search sample ``search_samples`` inputs (cycling through ``inputs``), quality
+    is scored on ``heldout_samples`` other seeds; one schedule per budget (the first is installed,
+    all are returned as compiled transformers). Returns the pipeline.
+    """
+    from gocopt.api import HELDOUT_SEED_BASE, SEARCH_SEED_BASE, HeldOut, search_budgets
+    from gocopt.evaluate import SampleSet
+    from gocopt.search import check_budget
+
+    budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
+    for b in budgets:
+        check_budget(b, steps)
+    remove(pipe)
+    sampler = PipelineSampler(pipe, inputs, steps, call_kwargs)
+    transformer = _original_transformer(pipe)
+    example = capture_call(pipe, sampler, SEARCH_SEED_BASE + seed)
+    compiled = cache_model(transformer, None, example)
+    search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, len(inputs))
+    held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, len(inputs))
+    with torch.no_grad():  # one all-compute run through the compiled model records the transformer's timesteps
+        compiled.reset()
+        sampler.sample(compiled, search.labels[:1], torch.tensor(search.seeds[:1]))
+    heldout = HeldOut(compiled, sampler, held.labels, torch.tensor(held.seeds), num_classes=None)
+    name = study_name or f"gocopt-{type(pipe).__name__}-{type(pipe.scheduler).__name__}{steps}"
+    results = search_budgets(compiled, sampler, budgets, search.labels, torch.tensor(search.seeds), search.seeds,
+                             heldout, num_classes=None,
+                             trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
+                             example_inputs=example)
+    install(pipe, results[0])
+    return pipe if len(budgets) == 1 else results
+
+
+def install(pipe: Any, compiled: CachedModel) -> Any:
+    """Put ``compiled`` in ``pipe`` and guard the scheduler (see the module docstring)."""
+    schedule = compiled.schedule
+    if schedule is None:
+        raise ScheduleError("the compiled transformer has no schedule to install")
+    if _original_transformer(pipe) is not compiled.original:
+        raise GocoptError("the compiled transformer was made from another model than this pipeline's transformer")
+    remove(pipe)
+    scheduler = pipe.scheduler
+    set_timesteps = scheduler.set_timesteps
+    expected_scheduler = (schedule.sampler or {}).get("scheduler")
+
+    @functools.wraps(set_timesteps)
+    def checked_set_timesteps(*args: Any, **kwargs: Any) -> Any:
+        out = set_timesteps(*args, **kwargs)
+        if expected_scheduler is not None and type(scheduler).__name__ != expected_scheduler:
+            raise ScheduleError(f"pipeline scheduler: schedule was made for {expected_scheduler}, the pipeline uses "
+                                f"{type(scheduler).__name__}; compile again with this scheduler, or swap it back")
+        steps = len(scheduler.timesteps)
+        if steps != schedule.steps:
+            raise ScheduleError(f"num_inference_steps: schedule was made for {schedule.steps} steps, the pipeline was "
+                                f"called with {steps}; call it with num_inference_steps={schedule.steps} or compile "
+                                f"for {steps} steps")
+        compiled.reset()  # every pipeline call is a new run, also after an interrupted one
+        return out
+
+    scheduler.__dict__[_HOOK_ATTR] = scheduler.__dict__.get("set_timesteps")  # a wrapper of the user's, if any
+    scheduler.__dict__["set_timesteps"] = checked_set_timesteps
+    _set_transformer(pipe, compiled)
+    logger.info("gocopt schedule %r installed in %s: %d steps, cost %.3f of site FLOPs", schedule.name,
+                type(pipe).__name__, schedule.steps, schedule.cost(compiled.site_flops))
+    return pipe
+
+
+def remove(pipe: Any) -> Any:
+    """Undo :func:`install`: the pipeline's original transformer and scheduler, exactly."""
+    _restore_scheduler(pipe.scheduler)
+    _set_transformer(pipe, _original_transformer(pipe))
+    return pipe
+
+
+def _restore_scheduler(scheduler: Any) -> dict[str, Any]:
+    """Take gocopt's guard off ``scheduler`` (a wrapper the user installed before stays); returns what was taken."""
+    if _HOOK_ATTR not in scheduler.__dict__:
+        return {}
+    taken = {"set_timesteps": scheduler.__dict__.pop("set_timesteps"), _HOOK_ATTR: scheduler.__dict__.pop(_HOOK_ATTR)}
+    if taken[_HOOK_ATTR] is not None:
+        scheduler.__dict__["set_timesteps"] = taken[_HOOK_ATTR]
+    return taken
+
+
+@contextlib.contextmanager
+def _unhooked(pipe: Any) -> Iterator[None]:
+    """The scheduler without gocopt's guard (compile runs candidate schedules of its own)."""
+    scheduler = pipe.scheduler
+    taken = _restore_scheduler(scheduler)
+    try:
+        yield
+    finally:
+        scheduler.__dict__.update(taken)
+
+
+def load_pipeline(pipe: Any, path: str | Path, *, inputs: Sequence[dict[str, Any]] | None = None,
+                  call_kwargs: dict[str, Any] | None = None, check_weights: bool = True) -> Any:
+    """Install the schedule in ``path`` after checking it was made for this transformer and scheduler.
+
+    Tracing needs one real transformer call: the pipeline is started on ``inputs[0]`` (or the
+    example input the schedule recorded, for class labels and prompts) with the pipeline
+    arguments recorded at compile time (updated by ``call_kwargs``) and stopped at that call.
+    """
+    from gocopt.api import load
+    from gocopt.schedule.io import load_schedule
+
+    remove(pipe)
+    schedule = load_schedule(path)
+    recorded = schedule.sampler or {}
+    if recorded.get("scheduler") not in (None, type(pipe.scheduler).__name__):
+        raise ScheduleError(f"pipeline scheduler: schedule {path} was made for {recorded['scheduler']}, the pipeline "
+                            f"uses {type(pipe.scheduler).__name__}; compile again with this scheduler")
+    example = list(inputs or ([recorded["example_input"]] if recorded.get("example_input") else []))
+    if not example:
+        raise GocoptError(f"{path} was compiled from prompt embeddings; pass inputs=[one input like them] to "
+                          "gocopt.load so the transformer can be traced on a real call")
+    kwargs = {**recorded.get("call_kwargs", {}), **(call_kwargs or {})}
+    call = capture_call(pipe, PipelineSampler(pipe, example, schedule.steps, kwargs), 0)
+    return install(pipe, load(_original_transformer(pipe), path, example_inputs=call, check_weights=check_weights))
+
+
+def _plain(kwargs: dict) -> dict:
+    """The arguments a JSON file can hold (numbers, strings, booleans, None)."""
+    return {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}

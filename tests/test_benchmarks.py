@@ -1,0 +1,101 @@
+"""The peers of the head-to-head benchmark, and its --quick mode end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.peers.first_block_cache import FirstBlockCache
+from benchmarks.peers.smoothcache import smoothcache_mask, threshold_mask
+from benchmarks.peers.taylorseer import TaylorSeerRuntime
+from gocopt.runtime import GOCConfig
+from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule import Schedule
+
+
+def test_taylorseer_extrapolates_from_the_last_two_computed_values():
+    """Computed 1 at step 0 and 3 at step 2: step 1 plain (one value), step 3 → 3 + 1·(3−1)/2 = 4, step 4 → 5."""
+    mask = np.array([[True], [False], [True], [False], [False]])
+    runtime = TaylorSeerRuntime(["s"], Schedule(mask, ("s",), None, GOCConfig(), "taylor"))
+    fresh = iter([1.0, 3.0])
+    seen = []
+    for _ in range(5):
+        runtime.begin_call(None)
+        seen.append(runtime.run_site(0, lambda: (torch.tensor([next(fresh)], dtype=torch.float64),), ())[0].item())
+        runtime.end_call()
+    assert seen == pytest.approx([1.0, 1.0, 3.0, 4.0, 5.0])
+
+
+def test_smoothcache_threshold_accumulates_and_meets_the_budget():
+    change = np.array([[np.nan, np.nan], [0.1, 0.5], [0.1, 0.5], [0.1, 0.5]])
+    # alpha 0.25: site 0 accumulates 0.1, 0.2, 0.3 → computes at step 3; site 1 always over
+    assert threshold_mask(change, 0.25).tolist() == [[True, True], [False, True], [False, True], [True, True]]
+    rng = np.random.default_rng(0)
+    change = rng.uniform(0.01, 0.3, size=(20, 8))
+    flops = rng.uniform(1, 3, size=8)
+    previous = 1.0
+    for budget in (0.75, 0.5, 0.25):
+        mask = smoothcache_mask(change, flops, budget)
+        cost = float((mask * flops).sum() / (20 * flops.sum()))
+        assert mask[0].all() and cost <= budget and cost <= previous
+        previous = cost
+
+
+def test_first_block_cache_threshold_zero_recomputes_and_decisions_are_per_sample(tiny_model):
+    sampler = DDIMSampler(steps=8, guidance_scale=2.0)
+    labels = torch.arange(4)
+    noise = initial_noise(range(4), (tiny_model.in_channels, tiny_model.input_size, tiny_model.input_size))
+    uncached = sampler.sample(tiny_model, labels, noise, num_classes=tiny_model.num_classes)
+    fbc = FirstBlockCache(tiny_model, threshold=0.0)
+    recomputed = sampler.sample(fbc, labels, noise, num_classes=tiny_model.num_classes)
+    torch.testing.assert_close(recomputed, uncached, rtol=1e-5, atol=1e-5)
+    assert fbc.cost() == 1.0
+    fbc.threshold = 0.5  # on this random model: samples skip 2 or 3 of 8 steps
+    fbc.reset()
+    batched = sampler.sample(fbc, labels, noise, num_classes=tiny_model.num_classes)
+    steps_per_sample = fbc.full_steps.clone()
+    assert 1 < int(steps_per_sample.min()) < 8 and len(set(steps_per_sample.tolist())) > 1  # decisions differ
+    alone = []
+    for i in range(4):
+        fbc.reset()
+        alone.append(sampler.sample(fbc, labels[i : i + 1], noise[i : i + 1], num_classes=tiny_model.num_classes))
+        assert int(fbc.full_steps[0]) == int(steps_per_sample[i])
+    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-5, atol=1e-5)
+
+
+def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
+    from benchmarks.head_to_head import main
+
+    out = tmp_path / "h2h"
+    main(["--quick", "--out", str(out)])
+    results = json.loads(out.with_suffix(".json").read_text())
+    rows = results["quality_rows"]
+    methods = {r["method"] for r in rows}
+    assert methods == {"uncached", "fora", "fora_goc_paper", "l2c", "smoothcache", "first_block_cache", "taylorseer",
+                       "gocopt"}
+    for r in rows:
+        if r["method"] not in ("uncached", "first_block_cache"):  # static schedules: cost within the budget
+            assert r["cost"] <= r["budget"] + 1e-9, r
+        assert r["speedup"] > 0 and r["samples"] == 48
+    assert {r["model"] for r in results["speed_rows"]} == {"DiT-S/2"}
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    text = out.with_suffix(".md").read_text()
+    assert "gocopt compile (searched + fitted GOC)" in text and "DDIM-10" in text and "| DiT-S/2 | 1 |" in text
+
+
+def test_quick_diffusers_comparison_measures_every_cache(tmp_path):
+    pytest.importorskip("transformers")
+    from benchmarks.diffusers_caches import main
+
+    out = tmp_path / "dc"
+    main(["--quick", "--out", str(out)])
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == {"uncached DiTPipeline", "gocopt compile", "diffusers FirstBlockCache",
+                              "diffusers PyramidAttentionBroadcast", "diffusers TaylorSeerCache"}
+    assert by_method["gocopt compile"]["cost"] <= 0.53  # site FLOPs ≤ 0.5; the rest of the transformer is measured too
+    for row in rows[1:]:
+        assert 0 < row["cost"] < 1.0, row  # every cache really skipped work (measured FLOPs)

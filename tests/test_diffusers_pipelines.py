@@ -1,0 +1,147 @@
+"""gocopt inside real diffusers pipelines (tiny random components, offline) and the weights bridge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gocopt
+from gocopt.errors import ScheduleError
+from gocopt.integrations.diffusers import install
+from gocopt.schedule import all_compute
+from gocopt.integrations.tiny import pipeline
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")  # the PixArt / SD3 / Flux pipeline modules import it
+STEPS = 5
+FAMILIES = ["dit", "pixart", "pixart_sigma", "sd3", "flux"]
+
+
+def _run(pipe, inputs, kwargs, steps: int = STEPS, **extra) -> torch.Tensor:
+    from gocopt.integrations.diffusers import PipelineSampler, merge_inputs
+
+    output_type = PipelineSampler(pipe, inputs, steps).output_type
+    generators = [torch.Generator().manual_seed(100 + i) for i in range(len(inputs))]
+    with torch.no_grad():
+        out = pipe(**merge_inputs(inputs), **kwargs, **extra, generator=generators, num_inference_steps=steps,
+                   output_type=output_type, return_dict=False)[0]
+    return torch.as_tensor(out)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def compiled_pipeline(request):
+    """A tiny pipeline compiled at budget 0.5, with its plain output on two inputs before compiling."""
+    pipe, inputs, kwargs = pipeline(request.param)
+    pipe.set_progress_bar_config(disable=True)
+    original = pipe.transformer
+    plain = _run(pipe, inputs[:2], kwargs)
+    gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, trials=3, search_samples=4,
+                   heldout_samples=4, progress=False)
+    return request.param, pipe, inputs, kwargs, original, plain
+
+
+def test_compile_installs_a_schedule_within_budget_that_records_the_pipeline(compiled_pipeline):
+    name, pipe, _, _, original, _ = compiled_pipeline
+    compiled = pipe.transformer
+    schedule = compiled.schedule
+    assert compiled.original is original
+    assert schedule.cost(compiled.site_flops) <= 0.5 + 1e-9 and (~schedule.mask).any()
+    assert schedule.steps == STEPS and schedule.sampler["scheduler"] == type(pipe.scheduler).__name__
+    assert schedule.guidance == ("separate" if name == "flux" else "batched")  # Flux: cache_context calls
+    assert len(schedule.timesteps) == STEPS
+
+
+def test_all_compute_schedule_is_bit_exact_in_the_pipeline(compiled_pipeline):
+    _, pipe, inputs, kwargs, _, plain = compiled_pipeline
+    compiled = pipe.transformer
+    searched = compiled.schedule
+    exact = all_compute(searched.site_ids, searched.steps, searched.timesteps, guidance=searched.guidance,
+                        sampler=searched.sampler)
+    compiled.set_schedule(exact)
+    try:
+        assert torch.equal(_run(pipe, inputs[:2], kwargs), plain)
+    finally:
+        compiled.set_schedule(searched)
+
+
+def test_each_call_is_a_fresh_run_and_a_loaded_schedule_reproduces_it(compiled_pipeline, tmp_path):
+    _, pipe, inputs, kwargs, original, plain = compiled_pipeline
+    first = _run(pipe, inputs[:2], kwargs)
+    assert not torch.equal(first, plain)  # the cache really changed something
+    assert torch.equal(_run(pipe, inputs[:2], kwargs), first)  # state reset between calls
+    path = tmp_path / "schedule.json"
+    pipe.transformer.save(path)
+    gocopt.remove(pipe)
+    assert pipe.transformer is original and "set_timesteps" not in pipe.scheduler.__dict__  # no guard left
+    assert torch.equal(_run(pipe, inputs[:2], kwargs), plain)  # removing gocopt restores the original exactly
+    gocopt.load(pipe, path, inputs=inputs[:1])
+    assert torch.equal(_run(pipe, inputs[:2], kwargs), first)  # a fresh load gives the same first call
+
+
+def test_other_step_counts_and_schedulers_are_refused(compiled_pipeline, tmp_path):
+    _, pipe, inputs, kwargs, _, _ = compiled_pipeline
+    calls = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(ScheduleError, match=f"made for {STEPS} steps.*called with {STEPS + 2}"):
+        _run(pipe, inputs[:1], kwargs, steps=STEPS + 2)
+    hook.remove()
+    assert not calls  # refused before the first transformer call
+    path = tmp_path / "schedule.json"
+    pipe.transformer.save(path)
+    compiled = pipe.transformer
+    other = type("OtherScheduler", (type(pipe.scheduler),), {}).from_config(pipe.scheduler.config)
+    saved, pipe.scheduler = pipe.scheduler, other
+    try:
+        with pytest.raises(ScheduleError, match="OtherScheduler"):
+            gocopt.load(pipe, path, inputs=inputs[:1])
+    finally:
+        gocopt.remove(pipe)
+        pipe.scheduler = saved
+        install(pipe, compiled)
+
+
+def test_interrupted_run_and_step_callbacks(tmp_path):
+    """SD3: callback_on_step_end sees every step as without gocopt; after an interrupted call the next
+    call starts a fresh run."""
+    pipe, inputs, kwargs = pipeline("sd3")
+    pipe.set_progress_bar_config(disable=True)
+    gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, trials=2, search_samples=4,
+                   heldout_samples=4, progress=False)
+    reference = _run(pipe, inputs[:1], kwargs)
+    seen = []
+
+    def stop_at_two(p, step, t, callback_kwargs):
+        seen.append(step)
+        if step == 1:
+            p._interrupt = True
+        return callback_kwargs
+
+    _run(pipe, inputs[:1], kwargs, callback_on_step_end=stop_at_two)
+    assert seen == [0, 1]
+    assert torch.equal(_run(pipe, inputs[:1], kwargs), reference)
+
+
+def test_reference_weights_run_in_a_real_dit_pipeline():
+    """The bridge: diffusers' DiTTransformer2DModel equals the reference DiT bit for bit, and
+    DiTPipeline with it samples what gocopt's DDIM samples (max abs difference ≤ 1e-4)."""
+    from gocopt.integrations.dit_weights import to_diffusers
+    from gocopt.integrations.reference_pipeline import reference_pipeline
+    from gocopt.models import reference
+    from gocopt.sampling import DDIMSampler, initial_noise
+
+    model = reference()
+    transformer = to_diffusers(model)
+    x, t, y = model.example_inputs(4)
+    with torch.no_grad():
+        assert torch.equal(transformer(x, timestep=t, class_labels=y).sample, model(x, t, y))
+        null = torch.full_like(y, model.num_classes)
+        assert torch.equal(transformer(x, timestep=t, class_labels=torch.full_like(y, 1000)).sample, model(x, t, null))
+    pipe = reference_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    labels = torch.arange(6)
+    generators = [torch.Generator().manual_seed(i) for i in range(6)]
+    with torch.no_grad():
+        images = pipe(class_labels=labels.tolist(), generator=generators, num_inference_steps=20, output_type="pt").images
+    ours = DDIMSampler(steps=20, guidance_scale=4.0).sample(model, labels, initial_noise(range(6), (1, 8, 8)),
+                                                            num_classes=10)
+    assert (images * 2 - 1 - ours.clamp(-1, 1)).abs().max() <= 1e-4
