@@ -15,6 +15,9 @@ gocopt's measured cost most tightly; a cache that cannot get down to it runs at 
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -81,11 +84,29 @@ def measured_cost(pipe, labels: list[int], steps: int, uncached_flops: float) ->
     return count_flops(run, pipe, labels, steps) / uncached_flops
 
 
-def diffusers_caches() -> dict[str, tuple[Configure, list[float]]]:
+def magcache_ratios(steps: int) -> list[float]:
+    """MagCache's per-step magnitude ratios for this model and sampler, from its calibration mode
+    (which prints them for the user to copy — the documented interface)."""
+    from diffusers.hooks import MagCacheConfig, apply_mag_cache
+
+    pipe, _ = _pipeline(with_diffusers_cache=True)
+    apply_mag_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run(pipe, [0], steps)
+    lines = printed.getvalue().splitlines()
+    header = next(i for i, line in enumerate(lines) if "Calibration Complete" in line)
+    return [float(v) for v in ast.literal_eval(lines[header + 1])]
+
+
+def diffusers_caches(steps: int) -> dict[str, tuple[Configure, list[float]]]:
     """Each built-in cache of the installed diffusers: how to apply it at a knob value, and the
     knob values to try (cheapest last)."""
-    from diffusers.hooks import (FirstBlockCacheConfig, PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig,
-                                 apply_first_block_cache, apply_pyramid_attention_broadcast, apply_taylorseer_cache)
+    from diffusers.hooks import (FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig,
+                                 TaylorSeerCacheConfig, apply_first_block_cache, apply_mag_cache,
+                                 apply_pyramid_attention_broadcast, apply_taylorseer_cache)
+
+    ratios = magcache_ratios(steps)
 
     def fbc(pipe, threshold: float, current_timestep) -> None:
         apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=threshold))
@@ -102,7 +123,13 @@ def diffusers_caches() -> dict[str, tuple[Configure, list[float]]]:
             cache_interval=int(interval), disable_cache_before_step=1, max_order=1, taylor_factors_dtype=torch.float32,
             cache_identifiers=[r"^transformer_blocks\.\d+\.attn1$", r"^transformer_blocks\.\d+\.ff$"]))
 
-    return {"diffusers FirstBlockCache": (fbc, [10 ** (-3 + 0.125 * k) for k in range(33)]),
+    def magcache(pipe, threshold: float, current_timestep) -> None:
+        apply_mag_cache(pipe.transformer, MagCacheConfig(threshold=threshold, num_inference_steps=steps,
+                                                         mag_ratios=ratios))
+
+    thresholds = [10 ** (-3 + 0.125 * k) for k in range(33)]
+    return {"diffusers FirstBlockCache": (fbc, thresholds),
+            "diffusers MagCache": (magcache, thresholds),
             "diffusers PyramidAttentionBroadcast": (pab, [2, 3, 4, 6, 10]),
             "diffusers TaylorSeerCache": (taylorseer, [2, 3, 4, 5, 6])}
 
@@ -159,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
                    heldout_samples=8 if args.quick else 64)
     rows.append(score("gocopt compile", pipe, f"budget {args.budget}, {trials} trials"))
     target = rows[-1]["cost"]  # equal cost means gocopt's measured cost, not its site-FLOP budget
-    for name, (configure, knobs) in diffusers_caches().items():
+    for name, (configure, knobs) in diffusers_caches(args.steps).items():
         for knob, cost in bracket_knob(configure, knobs[-2:] if args.quick else knobs, target, labels[:fit_samples],
                                        args.steps, uncached_flops):
             pipe, current_timestep = _pipeline(with_diffusers_cache=True)
@@ -187,9 +214,10 @@ def write_outputs(rows: list[dict], args, out: Path) -> None:
             "whose measured costs bracket gocopt's measured cost most tightly (one, if its knob cannot reach the other "
             "side). "
             "PSNR/SSIM/FD are against the uncached pipeline's images on the same seeds; the cost column is measured on "
-            "the first 32 samples.\n\nNot run yet: FasterCache (its unconditional-branch reuse assumes a CFG batch layout "
-            "not yet checked against DiTPipeline's [cond, uncond] order) and MagCache (needs a per-model "
-            "magnitude-ratio calibration run first). PyramidAttentionBroadcast skips attention only, so its cheapest setting stays far "
+            "the first 32 samples.\n\nMagCache runs with the magnitude ratios its own calibration mode measures on this "
+            "model and sampler (default max_skip_steps 3, retention_ratio 0.2). Not run yet: FasterCache (its "
+            "unconditional-branch reuse assumes a CFG batch layout not yet checked against DiTPipeline's [cond, uncond] "
+            "order). PyramidAttentionBroadcast skips attention only, so its cheapest setting stays far "
             "above the budget.\n\n" + table)
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)

@@ -95,7 +95,7 @@ def test_quick_diffusers_comparison_measures_every_cache(tmp_path):
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     by_method = {r["method"]: r for r in rows}
     assert set(by_method) == {"uncached DiTPipeline", "gocopt compile", "diffusers FirstBlockCache",
-                              "diffusers PyramidAttentionBroadcast", "diffusers TaylorSeerCache"}
+                              "diffusers PyramidAttentionBroadcast", "diffusers TaylorSeerCache", "diffusers MagCache"}
     assert by_method["gocopt compile"]["cost"] <= 0.53  # site FLOPs ≤ 0.5; the rest of the transformer is measured too
     for row in rows[1:]:
         assert 0 < row["cost"] < 1.0, row  # every cache really skipped work (measured FLOPs)

@@ -37,4 +37,4 @@ def demo(pipe, inputs: list[dict], call_kwargs: dict, *, steps: int, budget: flo
     error = float(((cached - plain).norm() / plain.norm()))
     print(f"{type(pipe).__name__} with {type(pipe.scheduler).__name__}, {steps} steps: schedule {out} costs "
           f"{schedule.cost(pipe.transformer.site_flops):.3f} of the transformer-site FLOPs (budget {budget}); "
-          f"relative L2 to the uncached output {error:.2e}; {plain_seconds / seconds:.2f}x wall-clock on these tiny weights")
+          f"relative L2 to the uncached output {error:.2e}; {plain_seconds / seconds:.2f}x wall-clock (on models this small, Python overhead dominates)")
