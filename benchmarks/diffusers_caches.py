@@ -215,9 +215,10 @@ def write_outputs(rows: list[dict], args, out: Path) -> None:
             "side). "
             "PSNR/SSIM/FD are against the uncached pipeline's images on the same seeds; the cost column is measured on "
             "the first 32 samples.\n\nMagCache runs with the magnitude ratios its own calibration mode measures on this "
-            "model and sampler (default max_skip_steps 3, retention_ratio 0.2). Not run yet: FasterCache (its "
-            "unconditional-branch reuse assumes a CFG batch layout not yet checked against DiTPipeline's [cond, uncond] "
-            "order). PyramidAttentionBroadcast skips attention only, so its cheapest setting stays far "
+            "model and sampler (default max_skip_steps 3, retention_ratio 0.2). Not run: FasterCache — its hook reads "
+            "the CFG batch as (uncond, cond) (`hidden_states.chunk(2)`), the order newer pipelines use, while "
+            "DiTPipeline batches (cond, uncond); in its guidance-distilled mode it reduces to attention-only skipping "
+            "like PyramidAttentionBroadcast. PyramidAttentionBroadcast skips attention only, so its cheapest setting stays far "
             "above the budget.\n\n" + table)
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)
