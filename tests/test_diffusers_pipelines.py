@@ -145,3 +145,16 @@ def test_reference_weights_run_in_a_real_dit_pipeline():
     ours = DDIMSampler(steps=20, guidance_scale=4.0).sample(model, labels, initial_noise(range(6), (1, 8, 8)),
                                                             num_classes=10)
     assert (images * 2 - 1 - ours.clamp(-1, 1)).abs().max() <= 1e-4
+
+
+def test_more_than_one_transformer_call_per_step_is_refused():
+    """SD3 skip-layer guidance calls the transformer a second time at some steps, with skip_layers set: the
+    traced graph has skip_layers=None baked in, so the call is refused by name instead of silently misaligning."""
+    from gocopt.errors import GocoptError
+
+    pipe, inputs, kwargs = pipeline("sd3")
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(GocoptError, match="skip_layers"):
+        gocopt.compile(pipe, 0.5, steps=10, inputs=inputs, call_kwargs={**kwargs, "skip_guidance_layers": [0]},
+                       trials=1, search_samples=2, heldout_samples=2, progress=False)
+    assert not isinstance(pipe.transformer, gocopt.CachedModel)  # nothing installed
