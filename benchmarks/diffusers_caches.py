@@ -193,12 +193,12 @@ def main(argv: list[str] | None = None) -> None:
             configure(pipe, knob, current_timestep)
             side = "at or below" if cost <= target + 0.005 else "above"
             rows.append(score(name, pipe, f"knob {knob:g} ({side} gocopt's cost)"))
-    write_outputs(rows, args, Path(args.out))
+    write_outputs(rows, args, samples, Path(args.out))
 
 
-def write_outputs(rows: list[dict], args, out: Path) -> None:
+def write_outputs(rows: list[dict], args, samples: int, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out.with_suffix(".json"), {"rows": rows, "samples": args.samples if not args.quick else 12,
+    write_json(out.with_suffix(".json"), {"rows": rows, "samples": samples,
                                           "budget": args.budget, "steps": args.steps, "environment": environment()})
     import diffusers
 

@@ -61,8 +61,6 @@ def using_transformer(pipe: Any, transformer: nn.Module) -> Iterator[None]:
 def _set_transformer(pipe: Any, transformer: nn.Module) -> None:
     # not pipe.transformer = ...: DiffusionPipeline would re-register its config to gocopt's class
     pipe.__dict__["transformer"] = transformer
-    if "_modules" in pipe.__dict__ and "transformer" in pipe._modules:  # pragma: no cover - nn.Module-like pipelines
-        pipe._modules["transformer"] = transformer
 
 
 def merge_inputs(inputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -98,7 +96,6 @@ class PipelineSampler:
         self.output_type = "latent" if '"latent"' in source else "pt"
         self.timesteps: list[float] | None = None  # what the transformer receives, recorded on the first run
         self.guidance: str | None = None
-        self.example_call: tuple[tuple, dict] | None = None
 
     def describe(self) -> dict[str, Any]:
         if self.timesteps is None:
@@ -219,17 +216,17 @@ def install(pipe: Any, compiled: CachedModel) -> Any:
         raise ScheduleError("the compiled transformer has no schedule to install")
     if _original_transformer(pipe) is not compiled.original:
         raise GocoptError("the compiled transformer was made from another model than this pipeline's transformer")
-    remove(pipe)
     scheduler = pipe.scheduler
-    set_timesteps = scheduler.set_timesteps
     expected_scheduler = (schedule.sampler or {}).get("scheduler")
+    if expected_scheduler not in (None, type(scheduler).__name__):
+        raise ScheduleError(f"pipeline scheduler: schedule was made for {expected_scheduler}, the pipeline uses "
+                            f"{type(scheduler).__name__}; compile again with this scheduler, or swap it back")
+    remove(pipe)
+    set_timesteps = scheduler.set_timesteps
 
     @functools.wraps(set_timesteps)
     def checked_set_timesteps(*args: Any, **kwargs: Any) -> Any:
         out = set_timesteps(*args, **kwargs)
-        if expected_scheduler is not None and type(scheduler).__name__ != expected_scheduler:
-            raise ScheduleError(f"pipeline scheduler: schedule was made for {expected_scheduler}, the pipeline uses "
-                                f"{type(scheduler).__name__}; compile again with this scheduler, or swap it back")
         steps = len(scheduler.timesteps)
         if steps != schedule.steps:
             raise ScheduleError(f"num_inference_steps: schedule was made for {schedule.steps} steps, the pipeline was "

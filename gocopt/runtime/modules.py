@@ -50,10 +50,12 @@ class ConditioningChunks(nn.Module):
         self.chunks = chunks
         self.dim = dim
         self.consumers = tuple(None if c is None else tuple(sorted(c)) for c in consumers)
+        self._groups = tuple(dict.fromkeys(c for c in self.consumers if c is not None))
         self.runtime = runtime
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        wanted = [c is None or self.runtime.computes(c) for c in self.consumers]
+        decided = {c: self.runtime.computes(c) for c in self._groups}  # shift and scale share one site
+        wanted = [c is None or decided[c] for c in self.consumers]
         if all(wanted) or self.dim not in (-1, x.dim() - 1):  # a chunk of rows of the weight needs the last dim
             return self.linear(x).chunk(self.chunks, self.dim)
         size = self.linear.out_features // self.chunks
