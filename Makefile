@@ -1,14 +1,18 @@
 # Two entry points that work on a fresh machine (Python 3.10+, no torch installed):
 #   make demo   gocopt's main job on the shipped reference model
 #   make test   the test suite
+# On a machine with a CUDA build of torch already installed, keep it instead of the CPU wheel:
+#   make test TORCH= VENV_ARGS=--system-site-packages
 PYTHON ?= python3
 VENV ?= .venv
+VENV_ARGS ?=
+TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
 $(BIN)/gocopt: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0  # the CPU wheel first: an unpinned torch pulls a multi-GB CUDA build
+	$(if $(TORCH),$(BIN)/pip install -q $(TORCH))  # the CPU wheel first: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

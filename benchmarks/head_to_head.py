@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         quality = replace(quality, samples=args.samples, batch_size=min(quality.batch_size, args.samples))
     speed = QUICK_SPEED if args.quick else FULL_SPEED
 
-    results: dict = {"environment": environment(), "quick": args.quick}
+    results: dict = {"environment": environment(), "quick": args.quick, "only": args.only}
     if args.only != "speed":
         rows, uncached = quality_rows(reference(), quality)
         results.update(quality_rows=rows, uncached={str(k): v for k, v in uncached.items()}, verdicts=verdicts(rows),
@@ -81,8 +81,11 @@ def write_outputs(results: dict, out: Path) -> None:
     """``out``.json (all numbers), ``out``.md (tables), ``out``.png (quality vs cost)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), results)
-    parts = ["# Head-to-head: gocopt vs the caches users pick instead, at equal cost\n",
-             f"Measured in one run by `python -m benchmarks.head_to_head{' --quick' if results['quick'] else ''}` "
+    title = ("Speed of gocopt's schedules on DiT shapes" if results.get("only") == "speed"
+             else "Head-to-head: gocopt vs the caches users pick instead, at equal cost")
+    parts = [f"# {title}\n",
+             f"Measured in one run by `python -m benchmarks.head_to_head{' --quick' if results['quick'] else ''}"
+             f"{' --only ' + results['only'] if results.get('only') else ''}` "
              f"(torch {results['environment']['torch']}, {results['environment']['threads']} CPU threads); "
              f"every number is in `{out.name}.json`.\n"]
     if "quality_rows" in results:

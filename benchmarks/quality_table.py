@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 import gocopt
 from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.smoothcache import smoothcache_mask
-from benchmarks.peers.taylorseer import TaylorSeerRuntime
+from benchmarks.peers.taylorseer import taylorseer_rule
 from gocopt.api import SEARCH_SEED_BASE
 from gocopt.calibrate import calibrate
 from gocopt.compiled import CachedModel, cache_model
@@ -99,7 +99,7 @@ class QualityBench:
         self.model, self.settings, self.progress = model, settings, progress
         self.sampler = DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE)
         self.compiled = cache_model(model)
-        self.taylor = cache_model(model, runtime_cls=TaylorSeerRuntime)
+        self.taylor = cache_model(model, rule=taylorseer_rule)
         self.ids = tuple(self.compiled.sites["site"])
         self.flops = np.asarray(self.compiled.site_flops, dtype=np.float64)
         shape = (model.in_channels, model.input_size, model.input_size)

@@ -18,12 +18,13 @@ from torch import nn
 
 from gocopt.calibrate import calibrate, detect_inflections
 from gocopt.compiled import CachedModel, cache_model
-from gocopt.errors import GocoptError, ScheduleError
+from gocopt.errors import ScheduleError
 from gocopt.evaluate import SampleSet
 from gocopt.integrations.diffusers import compile_pipeline, is_pipeline, load_pipeline
 from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
+from gocopt.models.convention import DiTSpec, dit_spec
 from gocopt.runtime.goc import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule.fingerprint import check_fingerprint, model_fingerprint
@@ -31,6 +32,7 @@ from gocopt.schedule.io import load_schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask
 from gocopt.schedule.schedule import Schedule
 from gocopt.search import ScheduleObjective, SearchSet, SpaceContext, check_budget, run_search
+from gocopt.trace.capture import first_call
 
 logger = logging.getLogger(__name__)
 DEFAULT_TRIALS = 40
@@ -53,12 +55,16 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     progress: bool = True,
     inputs: Sequence[dict[str, Any]] | None = None,
     call_kwargs: dict[str, Any] | None = None,
+    num_classes: int | None = None,
+    latent_shape: Sequence[int] | None = None,
 ) -> Any:
     """Search the cache schedule that keeps samples closest to the uncached model's while
     computing at most ``budget`` of the site FLOPs, and return the model compiled with it.
 
-    The model must be a class-conditional DiT called as ``model(x, t, y)`` with ``num_classes``,
-    ``in_channels`` and ``input_size`` attributes (gocopt's DiTs, the official DiT layout).
+    The model must be a class-conditional DiT called as ``model(x, t, y)``. Its class count and
+    latent shape are read off the model (gocopt's DiTs; the original DiT's embedders) or given as
+    ``num_classes=`` and ``latent_shape=(C, H, W)``; the example call for tracing is the sampler's
+    own first call (or ``example_inputs``), in the model's device and dtype.
     ``budget`` may be a list: one search per budget, one compiled model each. ``sampler``
     defaults to DDIM with ``steps`` steps, CFG 4 in one batched call. ``storage``: any Optuna
     storage (URL or object) to share or resume the study; ``study_name`` names it there.
@@ -77,23 +83,23 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
                                 search_samples=search_samples, heldout_samples=heldout_samples, seed=seed,
                                 storage=storage, study_name=study_name, progress=progress)
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
-    sampler = sampler or _default_sampler(model, steps)
+    spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
+    sampler = sampler or _default_sampler(spec, steps)
     for b in budgets:
         check_budget(b, sampler.steps)  # refuse before any work
-    for attr in ("num_classes", "in_channels", "input_size"):
-        if not hasattr(model, attr):
-            raise GocoptError(f"gocopt.compile samples the model itself and needs a class-conditional DiT with "
-                              f"model.{attr}; {type(model).__name__} has none. Compile its transformer with "
-                              "gocopt.cache_model and a schedule, or wrap it in the DiT calling convention")
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    shape = spec.latent_shape
+    search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, spec.num_classes)
+    held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, spec.num_classes)
+    search_noise = initial_noise(search.seeds, shape, device).to(dtype)
+    if example_inputs is None and getattr(model, "example_inputs", None) is None:
+        example_inputs = sampler_call(model, sampler, spec)
     compiled = cache_model(model, None, example_inputs)
-    device = next(model.parameters()).device
-    shape = (model.in_channels, model.input_size, model.input_size)
-    search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, model.num_classes)
-    held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, model.num_classes)
-    heldout = HeldOut(compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device),
-                      num_classes=model.num_classes, classifier_features=tuple(shape) == (1, 8, 8))
-    results = search_budgets(compiled, sampler, budgets, search.labels.to(device), initial_noise(search.seeds, shape, device),
-                             search.seeds, heldout, num_classes=model.num_classes, trials=trials, seed=seed,
+    heldout = HeldOut(compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
+                      num_classes=spec.num_classes, classifier_features=tuple(shape) == (1, 8, 8))
+    results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
+                             search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
                              storage=storage, study_name=study_name or _default_study_name(model, sampler),
                              progress=progress, example_inputs=example_inputs)
     return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
@@ -142,11 +148,20 @@ def search_budgets(compiled: CachedModel, sampler: Any, budgets: Sequence[float]
     return results
 
 
-def _default_sampler(model: nn.Module, steps: int) -> DDIMSampler:
+def _default_sampler(spec: DiTSpec, steps: int) -> DDIMSampler:
     from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
 
-    pixel_space = getattr(model, "in_channels", 4) <= 3  # latent DiTs have 4+ channels and are not clipped
+    pixel_space = spec.latent_shape[0] <= 3  # latent DiTs have 4+ channels and are not clipped
     return DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE, clip_denoised=pixel_space)
+
+
+def sampler_call(model: nn.Module, sampler: Any, spec: DiTSpec) -> tuple[tuple, dict]:
+    """The sampler's first call of ``model`` (one sample, in the model's device and dtype): the
+    example call to trace, exactly as sampling will call it."""
+    parameter = next(model.parameters())
+    noise = initial_noise([0], spec.latent_shape, parameter.device).to(parameter.dtype)
+    labels = torch.zeros(1, dtype=torch.long, device=parameter.device)
+    return first_call(model, lambda: sampler.sample(model, labels, noise, num_classes=spec.num_classes))
 
 
 def _default_study_name(model: nn.Module, sampler) -> str:
@@ -218,17 +233,25 @@ def for_model(schedule: Schedule, compiled: CachedModel, sampler: Any) -> Schedu
 
 def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inputs: Any = None,
          check_weights: bool = True, inputs: Sequence[dict[str, Any]] | None = None,
-         call_kwargs: dict[str, Any] | None = None) -> Any:
+         call_kwargs: dict[str, Any] | None = None, num_classes: int | None = None,
+         latent_shape: Sequence[int] | None = None) -> Any:
     """The compiled ``model`` running the schedule in ``path``, after checking it was made for both.
 
     Refuses (``ScheduleError``, naming the field, the expected and the found value) another model
     class, other parameter shapes, other sites, other weights (unless ``check_weights=False``),
     and — when ``sampler`` is given — another step count, timestep list or guidance mode. Without
-    ``sampler`` the timesteps are still checked at every call.
+    ``sampler`` the timesteps are still checked at every run: once on the host when the sampler
+    announces them (gocopt's samplers, diffusers pipelines), else on the device. A model without
+    ``example_inputs()`` is traced on the sampler's first call (``num_classes`` / ``latent_shape``
+    as for :func:`compile` where the model does not state them).
     """
     if is_pipeline(model):
         return load_pipeline(model, path, inputs=inputs, call_kwargs=call_kwargs, check_weights=check_weights)
     schedule = load_schedule(path)
+    if example_inputs is None and getattr(model, "example_inputs", None) is None:
+        spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
+        example_inputs = sampler_call(model, sampler or DDIMSampler(steps=schedule.steps,
+                                                                    guidance=schedule.guidance or "batched"), spec)
     compiled = cache_model(model, None, example_inputs)
     found = model_fingerprint(model, compiled.sites, weights=check_weights and "weights_sha256" in schedule.fingerprint)
     check_fingerprint(schedule.fingerprint, found, check_weights=check_weights)

@@ -1,56 +1,77 @@
-"""The compiled model: the user's DiT with its cache sites rewritten, driven by a runtime.
+"""The compiled model: the user's DiT with its cache sites rewritten, run by step plans.
 
 ``cache_model(model, schedule)`` traces the model (never editing it), rewrites every site and
 returns a :class:`CachedModel` — an ``nn.Module`` that is called exactly like the original and
 whose parameters are the original ones. Without a schedule it computes everything (and equals
 the original bit for bit); ``set_schedule`` switches schedules; ``cache_context`` separates the
 conditional and unconditional calls of a guided sampler; ``reset`` starts a new run.
+
+Execution is planned, not decided: setting a schedule turns each distinct step plan into its own
+straight-line graph (:func:`~gocopt.passes.specialize_plan`). A call binds its arguments, asks the
+runtime which step it is (host integers only, no device reads) and runs that step's graph with the
+values kept from earlier steps. Each graph can be compiled whole (:meth:`CachedModel.compile`,
+or plain ``torch.compile`` of the model) and captured as CUDA graphs, since nothing in it depends
+on the step.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
 import torch
-from torch import nn
+from torch import fx, nn
 
-from gocopt.errors import ScheduleError, TraceError
-from gocopt.passes import insert_cache_sites, prune_site_conditioning
-from gocopt.runtime.modules import BlockCacheSite, CacheSite, ConditioningChunks, TracedBlock, check_constants
-from gocopt.runtime.runtime import CacheRuntime, timestep_value
+from gocopt.errors import GocoptError, ScheduleError, TraceError
+from gocopt.passes import insert_cache_sites, specialize_plan
+from gocopt.passes.prune_conditioning import ChunkPolicy
+from gocopt.runtime.modules import BlockCacheSite, CacheSite, Program, TracedBlock, check_constants
+from gocopt.runtime.runtime import CacheRuntime
+from gocopt.schedule.plan import ReuseRule, RunPlan, StepPlan, goc_rule
 from gocopt.schedule.schedule import Schedule
 from gocopt.trace.sites import TracedModel, trace_sites
-from gocopt.trace.tracer import bind_call, has_tensor
+from gocopt.trace.tracer import CallBinder, has_tensor
 
 logger = logging.getLogger(__name__)
 TIMESTEP_ARGUMENTS = ("t", "timestep", "timesteps")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+_SPECIALIZED_CACHE_SIZE = 512  # step-plan graphs kept across set_schedule calls (a search tries many)
 
 
 class CachedModel(nn.Module):
-    """A DiT whose cache sites consult a :class:`CacheRuntime` (see the module docstring).
+    """A DiT whose cache sites run the step plans of a schedule (see the module docstring).
 
     Attributes:
         sites: the site table (one row per schedule column), with FLOPs and kinds.
-        runtime: per-run state; ``runtime.memory_bytes()`` is what the cache holds right now.
+        runtime: per-run state; ``runtime.memory_bytes()`` is what the cache holds right now;
+            ``runtime.plan`` the distinct step plans of the schedule.
     """
 
-    def __init__(self, traced: TracedModel, schedule: Schedule | None = None,
-                 runtime_cls: type[CacheRuntime] = CacheRuntime) -> None:
+    def __init__(self, traced: TracedModel, schedule: Schedule | None = None, *, rule: ReuseRule = goc_rule) -> None:
         super().__init__()
         self.__dict__["_original"] = traced.model
         self.sites: pd.DataFrame = traced.table()
-        self.runtime = runtime_cls(tuple(self.sites["site"]), None)
+        self.runtime = CacheRuntime(tuple(self.sites["site"]), rule=rule)
         self.mode = traced.mode
-        self.module = _rewrite(traced, self.runtime)
+        self.module, self._graphs, self._blocks = _rewrite(traced, self.runtime)
+        self._observed_layout = {key: sorted(outputs.items()) for key, (_, outputs) in self._graphs.items()}
+        self._observed_layout.update({s.site_id: [(s.index, None)] for s in traced.sites if s.granularity == "block"})
+        self._binder = CallBinder(traced.model)
         self._tensor_args = [k for k, v in traced.call.items() if has_tensor(v)]
         self._constants = {k: v for k, v in traced.call.items() if not has_tensor(v)}
         self._timestep_arg = next((a for a in TIMESTEP_ARGUMENTS if a in traced.call), None)
         self._device = next((v.device for v in traced.call.values() if isinstance(v, torch.Tensor)), None)
+        self._output_type = getattr(self.module, "output_type", None)  # diffusers' Transformer2DModelOutput & co.
+        self._compile_options: dict[str, Any] | None = None
+        self._specialized: OrderedDict[tuple, Program] = OrderedDict()
+        self._programs: list[Program] = []
+        self.runtime.on_plan_change = self._build_programs
+        self._build_programs(self.runtime.plan)
         if schedule is not None:
             self.set_schedule(schedule)
 
@@ -72,8 +93,9 @@ class CachedModel(nn.Module):
     def set_schedule(self, schedule: Schedule | None, *, log: bool = True) -> None:
         """Apply ``schedule`` from the next call on (``None`` computes every site).
 
-        Logs at INFO what the schedule caches (and says so when it caches nothing); gocopt's own
-        search switches schedules with ``log=False``.
+        Plans every step now (the distinct step plans are specialised into graphs, and compiled if
+        :meth:`compile` was called). Logs at INFO what the schedule caches (and says so when it
+        caches nothing); gocopt's own search switches schedules with ``log=False``.
         """
         self.runtime.set_schedule(schedule)
         if not log:
@@ -82,9 +104,36 @@ class CachedModel(nn.Module):
             logger.info("no schedule: every one of %d sites is computed at every step", len(self.sites))
             return
         reused = int((~schedule.mask).sum())
-        logger.info("schedule %r: %d steps × %d sites, %d site-steps reused (%.1f%%), cost %.3f of site FLOPs%s",
-                    schedule.name, schedule.steps, schedule.num_sites, reused, 100 * reused / schedule.mask.size,
-                    schedule.cost(self.site_flops), "" if reused else " — nothing is cached: this is a no-op")
+        logger.info("schedule %r: %d steps × %d sites, %d site-steps reused (%.1f%%), cost %.3f of site FLOPs, "
+                    "%d distinct step plans%s", schedule.name, schedule.steps, schedule.num_sites, reused,
+                    100 * reused / schedule.mask.size, schedule.cost(self.site_flops), len(self.runtime.plan.plans),
+                    "" if reused else " — nothing is cached: this is a no-op")
+
+    def compile(self, *, mode: str | None = None, backend: str = "inductor", fullgraph: bool = True,
+                dynamic: bool | None = False, options: dict[str, Any] | None = None,
+                disable: bool = False) -> "CachedModel":
+        """Compile each distinct step plan as one graph with ``torch.compile``; returns ``self``.
+
+        The step lookup stays in Python (a host integer, no guards), so a schedule compiles once
+        per distinct plan and never recompiles from step to step. ``mode="reduce-overhead"``
+        captures every plan as CUDA graphs (needs the model on a CUDA device). Plain
+        ``torch.compile(cached_model)`` works too (one graph per plan, the same way), this call
+        only makes each plan ``fullgraph`` and sets the options in one place. ``disable=True`` goes
+        back to eager step plans.
+        """
+        if disable:
+            self._compile_options = None
+            self._build_programs(self.runtime.plan)
+            return self
+        device = self._parameter_device()
+        if mode in CUDA_GRAPH_MODES and device.type != "cuda":
+            raise GocoptError(f"mode={mode!r} captures CUDA graphs, but the model is on {device}; move it to a CUDA "
+                              "device first (model.to('cuda') before gocopt.load/compile), or use mode=None on CPU")
+        self._compile_options = {"mode": mode, "backend": backend, "fullgraph": fullgraph, "dynamic": dynamic}
+        if options:
+            self._compile_options["options"] = options
+        self._build_programs(self.runtime.plan)
+        return self
 
     def save(self, path) -> None:
         """Write the schedule file (atomically) to commit and load at deploy time."""
@@ -100,30 +149,100 @@ class CachedModel(nn.Module):
 
     @contextmanager
     def cache_context(self, name: str) -> Iterator[None]:
-        """Calls inside keep their own steps and queues (``"cond"`` / ``"uncond"``)."""
+        """Calls inside keep their own steps and kept values (``"cond"`` / ``"uncond"``)."""
         with self.runtime.context(name):
             yield
 
+    @torch.compiler.disable(recursive=False)  # the dispatcher stays in Python; each step plan compiles whole
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        call = bind_call(self.original, args, kwargs)
+        if self.mode != "whole":
+            call = self._begin(args, kwargs)
+            return self._end(self.module(**call), ())
+        inputs, kept, program = self._begin_whole(args, kwargs)
+        return self._end(*program(*inputs, kept))
+
+    @torch.compiler.disable
+    def _begin(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """Host bookkeeping before a call: bind, check, advance to this step's plan."""
+        call = self._binder.bind(args, kwargs)
         check_constants(type(self.original).__name__, call, self._constants)
         self._check_device(call)
-        timestep = timestep_value(call[self._timestep_arg]) if self._timestep_arg else None
-        self.runtime.begin_call(timestep)
+        runtime = self.runtime
+        runtime.begin_call(call[self._timestep_arg] if self._timestep_arg else None)
+        if self._compile_options and self._compile_options["mode"] in CUDA_GRAPH_MODES \
+                and runtime.state.step == 0 and not runtime.runs_in_progress():
+            torch.compiler.cudagraph_mark_step_begin()  # a new run: the previous run's kept values are dead
+        return call
+
+    @torch.compiler.disable
+    def _begin_whole(self, args: tuple, kwargs: dict) -> tuple[list, tuple, Program]:
+        call = self._begin(args, kwargs)
+        inputs = [call[name] for name in self._tensor_args]
+        return inputs, self.runtime.state.kept.get("", ()), self._programs[self.runtime.current_plan]
+
+    @torch.compiler.disable
+    def _end(self, out: Any, kept: tuple, *observed: tuple) -> Any:
+        """Host bookkeeping after a call: keep values, hand observations out, advance the step."""
+        runtime = self.runtime
         if self.mode == "whole":
-            out = self.module(*[call[name] for name in self._tensor_args])
-            output_type = getattr(self.module, "output_type", None)  # diffusers' Transformer2DModelOutput & co.
-            out = output_type(**out) if output_type is not None and isinstance(out, dict) else out
-        else:
-            out = self.module(**call)
-        self.runtime.end_call()
-        return out
+            runtime.state.kept[""] = kept
+            if observed:
+                runtime.pending_observations.append(("", observed[0]))
+            if self._output_type is not None and isinstance(out, dict):
+                out = self._output_type(**out)
+        if runtime.pending_observations:
+            self._observe(runtime.state.step)
+        return runtime.end_call(out)
 
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self.__dict__["_original"], name)  # config, num_classes, dtype, ...
+
+    # -- step plans → programs ------------------------------------------------------------------
+
+    def _build_programs(self, run: RunPlan) -> None:
+        """Specialise (and compile) every distinct plan of ``run`` for every traced graph."""
+        policy: ChunkPolicy = "span" if self._parameter_device().type == "cuda" else "runs"
+        options = tuple(sorted((self._compile_options or {}).items(), key=str))
+        for key, (gm, outputs) in self._graphs.items():
+            programs = [self._program(key, gm, outputs, plan, policy, options) for plan in run.plans]
+            if key == "":
+                self._programs = programs
+            else:
+                self._blocks[key].programs = programs
+
+    def _program(self, key: str, gm, outputs: dict[int, int], plan: StepPlan, policy: ChunkPolicy,
+                 options: tuple) -> Program:
+        cache_key = (key, plan.restrict(sorted(outputs)), policy, repr(options))
+        program = self._specialized.get(cache_key)
+        if program is None:
+            graph = specialize_plan(gm, plan, outputs, chunk_policy=policy)
+            program = graph.forward  # its own code object: torch.compile caches one entry per plan
+            if self._compile_options is not None:
+                program = torch.compile(program, **self._compile_options)
+            self._specialized[cache_key] = program
+            while len(self._specialized) > _SPECIALIZED_CACHE_SIZE:
+                self._specialized.popitem(last=False)
+        else:
+            self._specialized.move_to_end(cache_key)
+        return program
+
+    def _observe(self, step: int) -> None:
+        observed = []
+        for key, flat in self.runtime.pending_observations:
+            offset = 0
+            for site, outputs in self._observed_layout[key]:
+                count = len(flat) if outputs is None else outputs
+                observed.append((site, tuple(flat[offset:offset + count])))
+                offset += count
+        self.runtime.pending_observations.clear()
+        self.runtime.observe(step, sorted(observed, key=lambda item: item[0]))
+
+    def _parameter_device(self) -> torch.device:
+        parameter = next(self.original.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
 
     def _check_device(self, call: dict[str, Any]) -> None:
         device = next((v.device for v in call.values() if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
@@ -133,44 +252,43 @@ class CachedModel(nn.Module):
 
 
 def cache_model(model: nn.Module, schedule: Schedule | None = None, example_inputs: Any = None, *,
-                runtime_cls: type[CacheRuntime] = CacheRuntime) -> CachedModel:
+                rule: ReuseRule = goc_rule) -> CachedModel:
     """Trace ``model``, rewrite its cache sites, and apply ``schedule`` (``None``: compute all).
 
-    ``model`` is not modified; the result shares its parameters. ``runtime_cls`` swaps in another
-    reuse rule (a :class:`CacheRuntime` subclass), e.g. a peer method for a benchmark.
+    ``model`` is not modified; the result shares its parameters. ``rule`` swaps in another way of
+    making reused values (:mod:`gocopt.schedule.plan`), e.g. a peer method for a benchmark.
     """
     if isinstance(model, CachedModel):
         raise TraceError("model is already compiled by gocopt; use .set_schedule() or compile .original")
-    return CachedModel(trace_sites(model, example_inputs), schedule, runtime_cls)
+    return CachedModel(trace_sites(model, example_inputs), schedule, rule=rule)
 
 
-def _rewrite(traced: TracedModel, runtime: CacheRuntime) -> nn.Module:
+Graphs = dict[str, tuple[fx.GraphModule, dict[int, int]]]  # graph path → (rewritten graph, site → outputs)
+
+
+def _rewrite(traced: TracedModel, runtime: CacheRuntime) -> tuple[nn.Module, Graphs, dict[str, TracedBlock]]:
+    """Insert the cache sites into every traced graph; in per-block mode, swap blocks in a copy."""
     by_graph: dict[str, list[int]] = {}
     for site in traced.sites:
         if site.granularity == "branch":
             by_graph.setdefault(site.graph, []).append(site.index)
     ids = {s.index: s.site_id for s in traced.sites}
-
-    def make_site(index: int, compute) -> CacheSite:
-        return CacheSite(index, ids[index], compute, runtime)
-
-    def make_chunks(linear: nn.Linear, chunks: int, dim: int, consumers) -> ConditioningChunks:
-        return ConditioningChunks(linear, chunks, dim, consumers, runtime)
-
+    graphs: Graphs = {}
     for path, gm in traced.graphs.items():
         indices = by_graph.get(path, [])
-        insert_cache_sites(gm, [traced.branch_of[i] for i in indices], indices, make_site)
-        prune_site_conditioning(gm, make_chunks)
+        insert_cache_sites(gm, [traced.branch_of[i] for i in indices], indices,
+                           lambda index, compute: CacheSite(index, ids[index], compute))
+        graphs[path] = (gm, {i: traced.sites[i].outputs for i in indices})
     if traced.mode == "whole":
-        return traced.graphs[""]
-    replacements: dict[str, nn.Module] = {
-        path: TracedBlock(path, gm, traced.model.get_submodule(path), traced.block_calls[path])
-        for path, gm in traced.graphs.items()
-    }
+        return traced.graphs[""], graphs, {}
+    blocks = {path: TracedBlock(path, gm, traced.model.get_submodule(path), traced.block_calls[path], runtime)
+              for path, gm in traced.graphs.items()}
+    replacements: dict[str, nn.Module] = dict(blocks)
     for site in traced.sites:
         if site.granularity == "block":
-            replacements[site.graph] = BlockCacheSite(site.index, site.site_id, traced.model.get_submodule(site.graph), runtime)
-    return _copy_with_replacements(traced.model, replacements)
+            replacements[site.graph] = BlockCacheSite(site.index, site.site_id, traced.model.get_submodule(site.graph),
+                                                      runtime)
+    return _copy_with_replacements(traced.model, replacements), graphs, blocks
 
 
 def _copy_with_replacements(model: nn.Module, replacements: dict[str, nn.Module]) -> nn.Module:

@@ -36,3 +36,38 @@ def sample(model, sampler, n: int, seed: int = 0, num_classes: int = 10):
     shape = (model.in_channels, model.input_size, model.input_size)
     labels = torch.arange(n) % num_classes
     return sampler.sample(model, labels, initial_noise(range(seed, seed + n), shape), num_classes=num_classes)
+
+
+class _IdentityBlock(torch.nn.Module):
+    """``x + attn(x)`` with ``attn`` the identity map: the site's value is the block's input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = torch.nn.Linear(1, 1, bias=False, dtype=torch.float64)
+        torch.nn.init.ones_(self.attn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(x)
+
+
+class OneSiteModel(torch.nn.Module):
+    """One cache site whose computed value is exactly the input ``x``; at a reused step with
+    ``x = 0`` the output is exactly the value the runtime made for the site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_IdentityBlock()])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.blocks[0](x)
+
+
+@torch.no_grad()
+def site_run(compiled, inputs, timesteps) -> tuple[list[float], list[list[float]]]:
+    """Call ``compiled`` once per step; the site value used and the values kept after each step."""
+    used, kept = [], []
+    for x, t in zip(inputs, timesteps):
+        out = compiled(torch.tensor([[x]], dtype=torch.float64), torch.tensor([t]))
+        used.append(float(out) - x)
+        kept.append([float(v) for v in compiled.runtime.state.kept.get("", ())])
+    return used, kept

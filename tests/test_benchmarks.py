@@ -10,7 +10,9 @@ import torch
 
 from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.smoothcache import smoothcache_mask, threshold_mask
-from benchmarks.peers.taylorseer import TaylorSeerRuntime
+from benchmarks.peers.taylorseer import taylorseer_rule
+from conftest import OneSiteModel, site_run
+from gocopt.compiled import cache_model
 from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule import Schedule
@@ -18,15 +20,12 @@ from gocopt.schedule import Schedule
 
 def test_taylorseer_extrapolates_from_the_last_two_computed_values():
     """Computed 1 at step 0 and 3 at step 2: step 1 plain (one value), step 3 → 3 + 1·(3−1)/2 = 4, step 4 → 5."""
+    compiled = cache_model(OneSiteModel(), None, (torch.zeros(1, 1, dtype=torch.float64), torch.tensor([4])),
+                           rule=taylorseer_rule)
     mask = np.array([[True], [False], [True], [False], [False]])
-    runtime = TaylorSeerRuntime(["s"], Schedule(mask, ("s",), None, GOCConfig(), "taylor"))
-    fresh = iter([1.0, 3.0])
-    seen = []
-    for _ in range(5):
-        runtime.begin_call(None)
-        seen.append(runtime.run_site(0, lambda: (torch.tensor([next(fresh)], dtype=torch.float64),), ())[0].item())
-        runtime.end_call()
-    assert seen == pytest.approx([1.0, 1.0, 3.0, 4.0, 5.0])
+    compiled.set_schedule(Schedule(mask, ("blocks.0.attn",), None, GOCConfig(), "taylor"))
+    used, _ = site_run(compiled, [1.0, 0.0, 3.0, 0.0, 0.0], (4, 3, 2, 1, 0))
+    assert used == pytest.approx([1.0, 1.0, 3.0, 4.0, 5.0])
 
 
 def test_smoothcache_threshold_accumulates_and_meets_the_budget():
@@ -99,3 +98,19 @@ def test_quick_diffusers_comparison_measures_every_cache(tmp_path):
     assert by_method["gocopt compile"]["cost"] <= 0.53  # site FLOPs ≤ 0.5; the rest of the transformer is measured too
     for row in rows[1:]:
         assert 0 < row["cost"] < 1.0, row  # every cache really skipped work (measured FLOPs)
+
+
+def test_quick_gpu_speed_times_every_row_within_its_budget(tmp_path):
+    from benchmarks.gpu_speed import BUDGETS, main
+
+    out = tmp_path / "gpu"
+    main(["--quick", "--out", str(out)])
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    kinds = {(r["method"], r["execution"], r["budget"]) for r in rows}
+    expected = {("uncached", "eager", 1.0), ("uncached", "compiled", 1.0)}
+    expected |= {("gocopt", execution, b) for execution in ("eager", "compiled") for b in BUDGETS}
+    assert kinds == expected
+    for r in rows:
+        assert r["cost"] <= r["budget"] + 1e-9 and r["best_s"] > 0 and r["best_s"] <= r["median_s"]
+        assert r["speedup_vs_uncached_eager"] > 0 and r["speedup_vs_uncached_compiled"] > 0
+    assert "vs compiled" in out.with_suffix(".md").read_text()

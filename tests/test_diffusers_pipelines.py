@@ -78,6 +78,40 @@ def test_each_call_is_a_fresh_run_and_a_loaded_schedule_reproduces_it(compiled_p
     assert torch.equal(_run(pipe, inputs[:2], kwargs), first)  # a fresh load gives the same first call
 
 
+def test_transformer_calls_read_nothing_back_and_compile_whole(compiled_pipeline):
+    """The scheduler guard checks the timesteps once per pipeline call, so the transformer calls need no
+    device→host read; torch.compile of the step plans (no recompiles) gives the eager pipeline's output."""
+    import torch._dynamo
+
+    from gocopt.trace.traffic import SyncCounter
+
+    _, pipe, inputs, kwargs, _, _ = compiled_pipeline
+    compiled, counters = pipe.transformer, []
+
+    def enter(module, args):
+        counters.append(SyncCounter().__enter__())
+
+    def leave(module, args, out):
+        counters[-1].__exit__(None, None, None)
+
+    hooks = [compiled.register_forward_pre_hook(enter), compiled.register_forward_hook(leave)]
+    try:
+        eager = _run(pipe, inputs[:2], kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(counters) == STEPS * (2 if compiled.schedule.guidance == "separate" else 1)
+    assert sum(c.syncs for c in counters) == 0
+    torch._dynamo.reset()
+    try:
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            compiled.compile(backend="aot_eager")
+            torch.testing.assert_close(_run(pipe, inputs[:2], kwargs), eager, rtol=0, atol=1e-4)
+    finally:
+        compiled.compile(disable=True)  # back to eager step plans for the other tests
+        torch._dynamo.reset()
+
+
 def test_other_step_counts_and_schedulers_are_refused(compiled_pipeline, tmp_path):
     _, pipe, inputs, kwargs, _, _ = compiled_pipeline
     calls = []

@@ -2,51 +2,61 @@
 
 from __future__ import annotations
 
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import sample
+from conftest import OneSiteModel, sample, site_run
 from gocopt.compiled import cache_model
 from gocopt.errors import ScheduleError
 from gocopt.runtime import CacheRuntime, GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.sampling.run import sampling_run
 from gocopt.schedule import Schedule, all_compute, named_schedule
 from gocopt.trace.flops import count_flops
 
 
-def _value(x: float) -> tuple[torch.Tensor]:
-    return (torch.tensor([x], dtype=torch.float64),)
+@pytest.fixture
+def one_site():
+    return cache_model(OneSiteModel(), None, (torch.zeros(1, 1, dtype=torch.float64), torch.tensor([3])))
 
 
-def test_hand_computed_queue_and_correction():
+def test_hand_computed_queue_and_correction(one_site):
     """Computed 1.0 then 3.0, then two corrected reuses at w = 1.2: 3 + 1.2·2 = 5.4, 5.4 + 1.2·2.4 = 8.28."""
     mask = np.array([[True], [True], [False], [False]])
-    runtime = CacheRuntime(["s"], Schedule(mask, ("s",), (3, 2, 1, 0), GOCConfig.at_steps(1.2, {2, 3})))
-    fresh = iter([1.0, 3.0])
-    seen, queues = [], []
-    for t in (3, 2, 1, 0):
-        runtime.begin_call(t)
-        seen.append(runtime.run_site(0, lambda: _value(next(fresh)), ())[0].item())
-        queues.append([q[0].item() for q in runtime.state.queues[0]])
-        runtime.end_call()
-    assert seen == pytest.approx([1.0, 3.0, 5.4, 8.28])
-    # after the last reuse nothing is queued any more: the memory is freed, not held to the end of the run
-    assert queues == [pytest.approx(q) for q in ([1.0], [3.0, 1.0], [5.4, 3.0], [])]
-    assert (runtime.state.computed, runtime.state.reused, runtime.state.corrected) == (2, 2, 2)
+    one_site.set_schedule(Schedule(mask, ("blocks.0.attn",), (3, 2, 1, 0), GOCConfig.at_steps(1.2, {2, 3})))
+    for announced in (False, True):
+        with sampling_run((3, 2, 1, 0)) if announced else contextlib.nullcontext():
+            used, kept = site_run(one_site, [1.0, 3.0, 0.0, 0.0], (3, 2, 1, 0))
+        assert used == pytest.approx([1.0, 3.0, 5.4, 8.28])
+        # kept: newest first; after the last reuse nothing is kept: freed, not held to the end of the run
+        assert kept == [pytest.approx(k) for k in ([1.0], [3.0, 1.0], [5.4, 3.0], [])]
+        state = one_site.runtime.state
+        assert (state.computed, state.reused, state.corrected) == (2, 2, 2)
 
 
-def test_correction_needs_two_queued_values_and_a_correction_step():
+def test_correction_needs_two_queued_values_and_a_correction_step(one_site):
     mask = np.array([[True], [False], [False], [False]])
-    runtime = CacheRuntime(["s"], Schedule(mask, ("s",), None, GOCConfig.at_steps(1.0, {1, 3})))
-    out = []
-    for _ in range(4):
-        runtime.begin_call(None)
-        out.append(runtime.run_site(0, lambda: _value(2.0), ())[0].item())
-        runtime.end_call()
-    # step 1: one queued value → plain reuse; step 2: not a correction step; step 3: 2 + (2 - 2) = 2
-    assert out == [2.0, 2.0, 2.0, 2.0]
-    assert runtime.state.corrected == 1
+    one_site.set_schedule(Schedule(mask, ("blocks.0.attn",), None, GOCConfig.at_steps(1.0, {1, 3})))
+    used, kept = site_run(one_site, [2.0, 0.0, 0.0, 0.0], (3, 2, 1, 0))
+    # step 1: one value so far → plain reuse; step 2: not a correction step; step 3: 2 + (2 - 2) = 2
+    assert used == [2.0, 2.0, 2.0, 2.0]
+    assert one_site.runtime.state.corrected == 1
+    # plain reuse keeps one value; only the correction at step 3 needs a second one (step 1's)
+    assert [len(k) for k in kept] == [1, 1, 2, 0]
+
+
+def test_step_plans_are_few_and_shared(one_site):
+    """An interval-2 schedule with GOC needs 5 distinct plans for 20 steps, whatever the model size."""
+    mask = np.ones((20, 1), bool)
+    mask[1::2] = False
+    one_site.set_schedule(Schedule(mask, ("blocks.0.attn",), None, GOCConfig.at_steps(0.8, range(2, 20))))
+    plan = one_site.runtime.plan
+    assert len(plan.plans) == 5
+    assert plan.plan_of_step == (0, 1, 2, 3) + (2, 3) * 7 + (2, 4)
 
 
 @pytest.fixture(scope="module")
@@ -95,38 +105,54 @@ def test_separate_cond_uncond_calls_equal_batched_guidance_with_goc(compiled_tin
 def test_runs_reset_automatically_and_explicitly(compiled_tiny):
     compiled_tiny.set_schedule(_interval(compiled_tiny, 3, GOCConfig.at_steps(0.5, range(10))))
     first = sample(compiled_tiny, SAMPLER, 4)
-    second = sample(compiled_tiny, SAMPLER, 4)  # auto: the previous run completed all steps
+    second = sample(compiled_tiny, SAMPLER, 4)  # a new announced run
     assert torch.equal(first, second)
     x, _, y = compiled_tiny.original.example_inputs()
-    compiled_tiny(x, torch.full_like(y, 999), y)  # one stray call at the first timestep: a new run...
-    with pytest.raises(ScheduleError, match="after 1 of the schedule's 10 steps"):
-        sample(compiled_tiny, SAMPLER, 4)  # ...so a full run now would be silently misaligned
+    compiled_tiny(x, torch.full_like(y, 999), y)  # one stray call outside any run...
+    assert torch.equal(sample(compiled_tiny, SAMPLER, 4), first)  # ...never leaks into the next announced run
+    compiled_tiny(x, torch.full_like(y, 999), y)
     compiled_tiny.reset()
-    assert torch.equal(sample(compiled_tiny, SAMPLER, 4), first)
+    assert compiled_tiny.runtime.state.step == 0
+
+
+def _unannounced(compiled, sampler: DDIMSampler, n: int):
+    """Sample without announcing the run: the model sees only the timestep tensors."""
+    with mock.patch("gocopt.sampling.ddim.sampling_run", lambda timesteps: contextlib.nullcontext()):
+        return sample(compiled, sampler, n)
 
 
 def test_wrong_step_count_is_refused_with_both_numbers(compiled_tiny):
     compiled_tiny.set_schedule(_interval(compiled_tiny, 2, GOCConfig()))
+    with pytest.raises(ScheduleError, match=r"sampler runs 12 steps but the schedule was made for 10 steps"):
+        sample(compiled_tiny, DDIMSampler(steps=12), 2)  # announced: refused before the first call runs
     with pytest.raises(ScheduleError, match=r"made for 10 steps.*about 12 steps"):
-        sample(compiled_tiny, DDIMSampler(steps=12), 2)
+        _unannounced(compiled_tiny, DDIMSampler(steps=12), 2)  # checked on the device, read at the last step
     compiled_tiny.reset()
+
+
+def test_unannounced_mismatch_poisons_outputs_until_the_check(compiled_tiny):
+    """A sampler with fewer steps ends its run before the schedule's last step reads the flag:
+    its samples are NaN, never silently wrong; the next run raises."""
+    compiled_tiny.set_schedule(_interval(compiled_tiny, 2, GOCConfig()))
+    compiled_tiny.reset()
+    assert torch.isnan(_unannounced(compiled_tiny, DDIMSampler(steps=8), 2)).all()
     with pytest.raises(ScheduleError, match="expects timestep"):
-        sample(compiled_tiny, DDIMSampler(steps=8), 2)
-    runtime = CacheRuntime(["s"], Schedule(np.ones((2, 1), bool), ("s",)))
-    for _ in range(2):
-        runtime.begin_call(None)
-        runtime.end_call()
-    runtime.begin_call(None)  # a completed run without timesteps: a new run starts
-    assert runtime.state.step == 0
+        _unannounced(compiled_tiny, DDIMSampler(steps=8), 2)
+    compiled_tiny.reset()
+    assert torch.equal(_unannounced(compiled_tiny, SAMPLER, 3), sample(compiled_tiny, SAMPLER, 3))
 
 
 def test_more_steps_than_the_schedule_is_refused():
     runtime = CacheRuntime(["s"], Schedule(np.ones((2, 1), bool), ("s",), (10, 5)))
     for t in (10, 5):
         runtime.begin_call(t)
-        runtime.end_call()
-    with pytest.raises(ScheduleError, match="more steps than the schedule: it was made for 2 steps, and this is call 3"):
-        runtime.begin_call(1)
+        runtime.end_call(None)
+    with sampling_run((10, 5)):
+        for _ in range(2):
+            runtime.begin_call(None)
+            runtime.end_call(None)
+        with pytest.raises(ScheduleError, match="more steps than the schedule: it was made for 2 steps, and this is call 3"):
+            runtime.begin_call(None)
 
 
 @pytest.mark.parametrize("build,message", [

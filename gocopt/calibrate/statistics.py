@@ -81,12 +81,11 @@ def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch
         rows.append(row)
         history[(context, site)] = [current] + past[:1]
 
-    compiled.runtime.observers.append(observe)
     try:
-        compiled.reset()
-        samples = sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
+        with compiled.runtime.observing(observe):
+            compiled.reset()
+            samples = sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
     finally:
-        compiled.runtime.observers.remove(observe)
         compiled.set_schedule(previous, log=False)
     stats = pd.DataFrame(rows)
     sites = compiled.sites[["site", "block", "kind"]].rename(columns={"site": "site_id"}).reset_index(names="site")

@@ -32,6 +32,7 @@ from torch import nn
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.errors import GocoptError, ScheduleError
 from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
+from gocopt.trace.capture import first_call
 
 logger = logging.getLogger(__name__)
 _HOOK_ATTR = "_gocopt_set_timesteps"
@@ -95,6 +96,7 @@ class PipelineSampler:
         source = inspect.getsource(type(pipe).__call__)
         self.output_type = "latent" if '"latent"' in source else "pt"
         self.timesteps: list[float] | None = None  # what the transformer receives, recorded on the first run
+        self.scheduler_timesteps: list[float] | None = None  # the scheduler's own, for the deploy-time guard
         self.guidance: str | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -103,6 +105,7 @@ class PipelineSampler:
         example = self.inputs[0]
         serialisable = all(isinstance(v, (int, float, str, bool)) for v in example.values())
         return {"name": type(self.pipe).__name__, "steps": self.steps, "timesteps": list(self.timesteps),
+                "scheduler_timesteps": self.scheduler_timesteps,
                 "guidance": self.guidance, "scheduler": type(self.pipe.scheduler).__name__,
                 "pipeline": type(self.pipe).__name__, "call_kwargs": _plain(self.call_kwargs),
                 "example_input": example if serialisable else None}
@@ -135,6 +138,7 @@ class PipelineSampler:
                 self.pipe._progress_bar_config = bar
         if recorded:
             self._record(recorded)
+            self.scheduler_timesteps = [float(t) for t in torch.as_tensor(self.pipe.scheduler.timesteps).tolist()]
         return torch.as_tensor(out).float()
 
     def _record(self, calls: list[tuple[float | None, str]]) -> None:
@@ -149,27 +153,8 @@ class PipelineSampler:
 
 def capture_call(pipe: Any, sampler: PipelineSampler, seed: int) -> tuple[tuple, dict]:
     """The arguments of the pipeline's first transformer call (tracing needs one real call)."""
-    class _Captured(Exception):
-        pass
-
-    captured: dict[str, Any] = {}
-
-    def grab(module, args, kwargs):
-        captured["call"] = (args, kwargs)
-        raise _Captured
-
     transformer = _original_transformer(pipe)
-    hook = transformer.register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            sampler.sample(transformer, torch.tensor([0]), torch.tensor([seed]))
-    except _Captured:
-        pass
-    finally:
-        hook.remove()
-    if "call" not in captured:
-        raise GocoptError(f"{type(pipe).__name__} never called its transformer")
-    return captured["call"]
+    return first_call(transformer, lambda: sampler.sample(transformer, torch.tensor([0]), torch.tensor([seed])))
 
 
 def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs: Sequence[dict[str, Any]],
@@ -224,6 +209,8 @@ def install(pipe: Any, compiled: CachedModel) -> Any:
     remove(pipe)
     set_timesteps = scheduler.set_timesteps
 
+    expected = (schedule.sampler or {}).get("scheduler_timesteps")
+
     @functools.wraps(set_timesteps)
     def checked_set_timesteps(*args: Any, **kwargs: Any) -> Any:
         out = set_timesteps(*args, **kwargs)
@@ -232,7 +219,9 @@ def install(pipe: Any, compiled: CachedModel) -> Any:
             raise ScheduleError(f"num_inference_steps: schedule was made for {schedule.steps} steps, the pipeline was "
                                 f"called with {steps}; call it with num_inference_steps={schedule.steps} or compile "
                                 f"for {steps} steps")
-        compiled.reset()  # every pipeline call is a new run, also after an interrupted one
+        # every pipeline call is a new run, also after an interrupted one; with the scheduler's timesteps
+        # checked here, once, before any denoising, the transformer calls need no device reads at all
+        compiled.runtime.announce_run(_checked_timesteps(scheduler, expected, schedule.timesteps))
         return out
 
     scheduler.__dict__[_HOOK_ATTR] = scheduler.__dict__.get("set_timesteps")  # a wrapper of the user's, if any
@@ -241,6 +230,23 @@ def install(pipe: Any, compiled: CachedModel) -> Any:
     logger.info("gocopt schedule %r installed in %s: %d steps, cost %.3f of site FLOPs", schedule.name,
                 type(pipe).__name__, schedule.steps, schedule.cost(compiled.site_flops))
     return pipe
+
+
+def _checked_timesteps(scheduler: Any, expected: list[float] | None, transformer_timesteps) -> Any:
+    """The transformer timesteps of this run if the scheduler's match the schedule's, else refuse.
+
+    ``None`` (a schedule file without the scheduler's timesteps): the run's timesteps are then
+    checked on the device, call by call (see :mod:`gocopt.runtime.runtime`).
+    """
+    if expected is None:
+        return None
+    got = [float(t) for t in torch.as_tensor(scheduler.timesteps).tolist()]  # one read, before the first step
+    bad = next((i for i, (a, b) in enumerate(zip(got, expected)) if abs(a - b) > 1e-4 * max(1.0, abs(b))), None)
+    if bad is not None:
+        raise ScheduleError(f"the scheduler's timesteps differ from the schedule's at step {bad} ({got[bad]:g} vs "
+                            f"{expected[bad]:g}): another shift, resolution or spacing than the schedule was made for; "
+                            "compile again with this pipeline configuration")
+    return transformer_timesteps
 
 
 def remove(pipe: Any) -> Any:

@@ -67,7 +67,8 @@ class TimestepEmbedder(nn.Module):
         return embedding
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.timestep_embedding(t, self.frequency_embedding_size))
+        frequencies = self.timestep_embedding(t, self.frequency_embedding_size)
+        return self.mlp(frequencies.to(self.mlp[0].weight.dtype))  # follows the weights: bf16/fp16 models run
 
 
 class LabelEmbedder(nn.Module):
@@ -256,10 +257,10 @@ class DiT(nn.Module):
         return x.reshape(x.shape[0], c, h * p, h * p)
 
     def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One valid call ``(x, t, y)`` on the model's device, for tracing and FLOP counting."""
-        device = self.pos_embed.device
+        """One valid call ``(x, t, y)`` on the model's device and in its dtype, for tracing and FLOP counting."""
+        device, dtype = self.pos_embed.device, self.pos_embed.dtype
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(batch_size, self.in_channels, self.input_size, self.input_size, generator=g).to(device)
+        x = torch.randn(batch_size, self.in_channels, self.input_size, self.input_size, generator=g).to(device, dtype)
         t = torch.randint(0, 1000, (batch_size,), generator=g).to(device)
         y = torch.randint(0, self.num_classes, (batch_size,), generator=g).to(device)
         return x, t, y

@@ -1,7 +1,7 @@
-"""The runtime the rewritten model consults at every site: schedule, step, queues, GOC."""
+"""The runtime the compiled model consults at every call: schedule, step plans, kept values."""
 
-from gocopt.runtime.goc import GOCConfig, extrapolate
+from gocopt.runtime.goc import GOCConfig
 from gocopt.runtime.runtime import CacheRuntime
 from gocopt.runtime.state import RunState
 
-__all__ = ["CacheRuntime", "GOCConfig", "RunState", "extrapolate"]
+__all__ = ["CacheRuntime", "GOCConfig", "RunState"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import torch
-
 from gocopt.errors import ScheduleError
 
 
@@ -56,7 +54,3 @@ class GOCConfig:
         w = f"{self.w:g}" if isinstance(self.w, (int, float)) else f"<{len(self.w)} per-site weights>"
         return f"GOCConfig(w={w}, correction_steps={sorted(self.correction_steps)})"
 
-
-def extrapolate(newest: torch.Tensor, older: torch.Tensor, w: float) -> torch.Tensor:
-    """``newest + w * (newest - older)``, as ``lerp(newest, older, -w)``: one pass over memory."""
-    return torch.lerp(newest, older, -w)

@@ -1,74 +1,44 @@
-"""The small modules the passes insert; each forwards its decision to the shared runtime.
+"""The small modules the passes insert, and the per-block programs of a model traced block by block.
 
-None of them holds tensors of its own: the runtime keeps all per-run state, so resetting a run
-or switching a context is one call, and deleting the runtime frees every cached tensor.
+None of them holds per-run tensors: the runtime keeps all per-run state, so resetting a run or
+switching a context is one call, and deleting the runtime frees every cached value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
 from gocopt.errors import TraceError
+from gocopt.passes.specialize import predict
 from gocopt.runtime.runtime import CacheRuntime
-from gocopt.trace.tracer import bind_call, has_tensor
+from gocopt.trace.tracer import CallBinder, has_tensor
+
+Program = Callable[..., tuple]  # (*tensor inputs, kept values) -> (output, kept values[, observed])
 
 
 class CacheSite(nn.Module):
-    """Site ``index``: ``compute`` holds the branch's nodes, run only when the schedule says so."""
+    """Site ``index`` of a rewritten graph: ``compute`` holds the branch's nodes.
 
-    def __init__(self, index: int, site_id: str, compute: fx.GraphModule, runtime: CacheRuntime) -> None:
+    In the rewritten graph itself the site computes (it is the original computation); step plans
+    inline ``compute`` or replace the call by a prediction (:func:`~gocopt.passes.specialize_plan`).
+    """
+
+    def __init__(self, index: int, site_id: str, compute: fx.GraphModule) -> None:
         super().__init__()
         self.index = index
         self.site_id = site_id
         self.compute = compute
-        self.runtime = runtime
 
     def forward(self, *inputs: Any) -> tuple[torch.Tensor, ...]:
-        return self.runtime.run_site(self.index, self.compute, inputs)
+        return self.compute(*inputs)
 
     def extra_repr(self) -> str:
         return f"index={self.index}, site={self.site_id!r}"
-
-
-class ConditioningChunks(nn.Module):
-    """``linear(x).chunk(n, dim)`` that skips the chunks only reused sites would read.
-
-    ``consumers[k]`` is the set of sites chunk ``k`` reaches and nothing else (``None``: it is
-    needed regardless, e.g. a gate). When every chunk is wanted this is the original computation,
-    bit for bit; otherwise the wanted chunks come from row slices of the weight (views, no copies)
-    and the others are zeros that only reused sites receive and ignore.
-    """
-
-    def __init__(self, linear: nn.Linear, chunks: int, dim: int, consumers, runtime: CacheRuntime) -> None:
-        super().__init__()
-        self.linear = linear
-        self.chunks = chunks
-        self.dim = dim
-        self.consumers = tuple(None if c is None else tuple(sorted(c)) for c in consumers)
-        self._groups = tuple(dict.fromkeys(c for c in self.consumers if c is not None))
-        self.runtime = runtime
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        decided = {c: self.runtime.computes(c) for c in self._groups}  # shift and scale share one site
-        wanted = [c is None or decided[c] for c in self.consumers]
-        if all(wanted) or self.dim not in (-1, x.dim() - 1):  # a chunk of rows of the weight needs the last dim
-            return self.linear(x).chunk(self.chunks, self.dim)
-        size = self.linear.out_features // self.chunks
-        weight, bias = self.linear.weight, self.linear.bias
-        return tuple(
-            F.linear(x, weight[k * size : (k + 1) * size], None if bias is None else bias[k * size : (k + 1) * size])
-            if want else x.new_zeros(*x.shape[:-1], size)
-            for k, want in enumerate(wanted)
-        )
-
-    def extra_repr(self) -> str:
-        pruned = [k for k, c in enumerate(self.consumers) if c is not None]
-        return f"chunks={self.chunks}, prunable={pruned}"
 
 
 class _Delegating(nn.Module):
@@ -86,27 +56,50 @@ class _Delegating(nn.Module):
 
 
 class TracedBlock(_Delegating):
-    """A block replaced by its traced, rewritten graph (when the whole model did not trace)."""
+    """A block replaced by its traced, rewritten graph (when the whole model did not trace).
 
-    def __init__(self, path: str, graph: fx.GraphModule, original: nn.Module, example: dict[str, Any]) -> None:
+    ``programs[k]`` runs step plan ``k`` on this block's sites; the runtime says which plan the
+    current call runs and holds the block's kept values under its path.
+    """
+
+    def __init__(self, path: str, graph: fx.GraphModule, original: nn.Module, example: dict[str, Any],
+                 runtime: CacheRuntime) -> None:
         super().__init__()
         self.__dict__["_original"] = original
         self.path = path
         self.graph = graph
+        self.runtime = runtime
+        self.programs: Sequence[Program] = ()
+        self._binder = CallBinder(original)
         self._tensor_args = [name for name, value in example.items() if has_tensor(value)]
         self._constants = {name: value for name, value in example.items() if not has_tensor(value)}
 
+    @torch.compiler.disable(recursive=False)  # the plan lookup stays in Python; each program compiles whole
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        call = bind_call(self.__dict__["_original"], args, kwargs)
+        inputs, kept, program = self._begin(args, kwargs)
+        return self._end(*program(*inputs, kept))
+
+    @torch.compiler.disable
+    def _begin(self, args: tuple, kwargs: dict) -> tuple[list, tuple, Program]:
+        call = self._binder.bind(args, kwargs)
         check_constants(self.path, call, self._constants)
-        return self.graph(*[call[name] for name in self._tensor_args])
+        inputs = [call[name] for name in self._tensor_args]
+        return inputs, self.runtime.state.kept.get(self.path, ()), self.programs[self.runtime.current_plan]
+
+    @torch.compiler.disable
+    def _end(self, out: Any, kept: tuple, *observed: tuple) -> Any:
+        self.runtime.state.kept[self.path] = kept
+        if observed:
+            self.runtime.pending_observations.append((self.path, observed[0]))
+        return out
 
 
 class BlockCacheSite(_Delegating):
-    """A block that did not trace, cached whole: reuse adds its last residual delta(s).
+    """A block that did not trace, cached whole: reuse adds a prediction of its residual delta(s).
 
     Each tensor output is paired with the first tensor input of the same shape (the stream it
-    updates); the site's value is ``output - input`` for each pair.
+    updates); the site's value is ``output - input`` for each pair. Runs the current step plan's
+    action for its site in Python (this is the fallback path, not the fast one).
     """
 
     def __init__(self, index: int, site_id: str, original: nn.Module, runtime: CacheRuntime) -> None:
@@ -116,23 +109,35 @@ class BlockCacheSite(_Delegating):
         self.index = index
         self.site_id = site_id
         self.runtime = runtime
+        self._outputs = 0  # tensor outputs per value, known from the first computed call
 
+    @torch.compiler.disable  # Python decides here: the fallback path is never compiled
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        runtime, state = self.runtime, self.runtime.state
+        plan = runtime.plan.plans[runtime.current_plan]
         inputs = [v for v in pytree.tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
-        computed: dict[str, Any] = {}
-
-        def compute() -> tuple[torch.Tensor, ...]:
-            out = computed["out"] = self.block(*args, **kwargs)
+        kept_in = state.kept.get(self.site_id, ())
+        ages = [age for site, age in plan.keep_in if site == self.index]
+        past = {age: kept_in[k * self._outputs:(k + 1) * self._outputs] for k, age in enumerate(ages)}
+        action = plan.actions[self.index]
+        if action is None:
+            out = self.block(*args, **kwargs)
             leaves, self._out_spec = pytree.tree_flatten(out)
             self._leaf_template = [None if isinstance(v, torch.Tensor) else v for v in leaves]
-            return tuple(v - self._stream_for(v, inputs) for v in leaves if isinstance(v, torch.Tensor))
-
-        deltas = iter(self.runtime.run_site(self.index, compute, ()))
-        if "out" in computed:
-            return computed["out"]  # computed: the block's own output, bit for bit
-        leaves = [v if v is not None else (d := next(deltas)) + self._stream_for(d, inputs)
-                  for v in self._leaf_template]
-        return pytree.tree_unflatten(leaves, self._out_spec)
+            value = tuple(v - self._stream_for(v, inputs) for v in leaves if isinstance(v, torch.Tensor))
+            self._outputs = len(value)
+        else:
+            coefficients = [c for _, c in action.terms]
+            value = tuple(predict(coefficients, [past[age][j] for age, _ in action.terms]) for j in range(self._outputs))
+            deltas = iter(value)
+            leaves = [v if v is not None else (d := next(deltas)) + self._stream_for(d, inputs)
+                      for v in self._leaf_template]
+            out = pytree.tree_unflatten(leaves, self._out_spec)
+        state.kept[self.site_id] = tuple(t for site, age in plan.keep_out if site == self.index
+                                      for t in (value if age == 1 else past[age - 1]))
+        if plan.observe:
+            runtime.pending_observations.append((self.site_id, value))
+        return out
 
     def _stream_for(self, output: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
         for tensor in inputs:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gocopt.sampling.run import SamplingRun
+
 SiteValue = tuple[torch.Tensor, ...]  # a site's outputs (two for a joint attention)
 
 
@@ -13,28 +15,30 @@ SiteValue = tuple[torch.Tensor, ...]  # a site's outputs (two for a joint attent
 class RunState:
     """Where one sampling run stands in one context (``"cond"``, ``"uncond"`` or the default).
 
-    ``queues[i]`` holds site ``i``'s two most recently *used* values, newest first.
+    Attributes:
+        step: the step the next call runs.
+        kept: per graph (``""`` for a whole-model trace, else the block's path), the flat tuple of
+            values the next step's plan reads (its ``keep_in``, in order).
+        run: the announced run this state belongs to (``None``: the caller announced nothing).
+        timestep_ok: for unannounced runs, a device-side flag: every call's timestep matched so far.
+        timesteps_seen: for unannounced runs, the timestep each call received (for the message).
     """
 
-    num_sites: int
     step: int = 0
-    queues: list[list[SiteValue]] = field(default_factory=list, repr=False)
+    kept: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict, repr=False)
+    run: SamplingRun | None = None
     computed: int = 0
     reused: int = 0
     corrected: int = 0
+    timestep_ok: torch.Tensor | None = field(default=None, repr=False)
+    timesteps_seen: torch.Tensor | None = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
+    def reset(self, run: SamplingRun | None = None) -> None:
         self.step = 0
-        self.queues = [[] for _ in range(self.num_sites)]
+        self.kept = {}
+        self.run = run
         self.computed = self.reused = self.corrected = 0
-
-    def push(self, site: int, value: SiteValue) -> None:
-        queue = self.queues[site]
-        queue.insert(0, value)
-        del queue[2:]
+        self.timestep_ok = self.timesteps_seen = None
 
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for q in self.queues for v in q for t in v)
+        return sum(t.numel() * t.element_size() for values in self.kept.values() for t in values)

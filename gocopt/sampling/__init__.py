@@ -6,5 +6,6 @@ cache runtime can count steps; the model itself never sees a step index.
 
 from gocopt.sampling.ddim import GUIDANCE_MODES, DDIMSampler, initial_noise
 from gocopt.sampling.diffusion import GaussianDiffusion
+from gocopt.sampling.run import SamplingRun, sampling_run
 
-__all__ = ["GUIDANCE_MODES", "DDIMSampler", "GaussianDiffusion", "initial_noise"]
+__all__ = ["GUIDANCE_MODES", "DDIMSampler", "GaussianDiffusion", "SamplingRun", "initial_noise", "sampling_run"]

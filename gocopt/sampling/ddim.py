@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gocopt.sampling.diffusion import GaussianDiffusion
+from gocopt.sampling.run import sampling_run
 
 GUIDANCE_MODES = ("batched", "separate", "none")
 
@@ -73,23 +74,28 @@ class DDIMSampler:
     ) -> torch.Tensor:
         """Denoise ``noise`` ``(N, C, H, W)`` into samples of classes ``labels`` ``(N,)``."""
         x = noise
-        n, channels = x.shape[0], x.shape[1]
-        device = x.device
-        labels = labels.to(device)
+        channels = x.shape[1]
+        labels = labels.to(x.device)
         null = torch.full_like(labels, num_classes)
-        ab = self.diffusion.alphas_cumprod
         steps = self.timesteps
-        for i, t_int in enumerate(tqdm(steps, desc="ddim", disable=not progress, leave=False)):
-            t = torch.full((n,), t_int, device=device, dtype=torch.long)
-            eps = self._guided_eps(model, x, t, labels, null)[:, :channels]
-            ab_t = float(ab[t_int])
-            ab_prev = float(ab[steps[i + 1]]) if i + 1 < len(steps) else 1.0
-            x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5
-            if self.clip_denoised:
-                x0 = x0.clamp(-1, 1)
-                eps = (x - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
-            x = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+        alphas = self.diffusion.alphas_cumprod.tolist()  # host floats, read once
+        with sampling_run(steps):  # a cached model checks these once, on the host: no sync per call
+            for i in tqdm(range(len(steps)), desc="ddim", disable=not progress, leave=False):
+                x = self._step(model, x, i, steps, alphas, labels, null, channels)
         return x
+
+    def _step(self, model, x, i: int, steps: list[int], ab: list[float], labels, null, channels: int) -> torch.Tensor:
+        """One DDIM update ``x_t → x_{t-1}``; every scalar is a host float (no device reads)."""
+        t_int = steps[i]
+        t = torch.full((x.shape[0],), t_int, device=x.device, dtype=torch.long)
+        eps = self._guided_eps(model, x, t, labels, null)[:, :channels]
+        ab_t = ab[t_int]
+        ab_prev = ab[steps[i + 1]] if i + 1 < len(steps) else 1.0
+        x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5
+        if self.clip_denoised:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
+        return ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
 
     def _guided_eps(self, model, x, t, labels, null) -> torch.Tensor:
         channels = x.shape[1]

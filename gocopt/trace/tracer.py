@@ -175,17 +175,34 @@ class ValueTracer(fx.Tracer):
         return None
 
 
+class CallBinder:
+    """Maps calls of ``module`` to ``forward``'s parameter names; the signature is read once.
+
+    Model calls are on the hot path: a positional call with every parameter given is a ``zip``.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.owner = type(module).__name__
+        self.signature = inspect.signature(module.forward)
+        for param in self.signature.parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise TraceError(f"{self.owner}.forward takes *{param.name}; gocopt binds arguments by name")
+        self.names = tuple(self.signature.parameters)
+
+    def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        if not kwargs and len(args) == len(self.names):
+            return dict(zip(self.names, args))
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TraceError(f"cannot bind the inputs to {self.owner}.forward: {e}") from e
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+
 def bind_call(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Map a call's arguments to ``forward``'s parameter names (defaults filled in)."""
-    try:
-        bound = inspect.signature(module.forward).bind(*args, **kwargs)
-    except TypeError as e:
-        raise TraceError(f"cannot bind the example inputs to {type(module).__name__}.forward: {e}") from e
-    bound.apply_defaults()
-    for param in inspect.signature(module.forward).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TraceError(f"{type(module).__name__}.forward takes *{param.name}; gocopt binds arguments by name")
-    return dict(bound.arguments)
+    return CallBinder(module).bind(args, kwargs)
 
 
 def has_tensor(value: Any) -> bool:
@@ -204,7 +221,11 @@ def trace_module(module: torch.nn.Module, example_call: dict[str, Any], leaf: Le
     tracer = ValueTracer(example, leaf)
     graph = tracer.trace(module, concrete_args=concrete_args or None)
     _bake_constants(graph, tracer.values, concrete_args)
-    _eliminate_dead_code(graph)
+    eliminate_dead_code(graph)
+    for node in graph.nodes:  # static shapes for later passes (a chunk's dim, an activation's size)
+        value = tracer.values.get(node)
+        if isinstance(value, torch.Tensor):
+            node.meta["shape"] = tuple(value.shape)
     gm = fx.GraphModule(tracer.root, graph, class_name=f"Traced{type(module).__name__}")
     output = next(n for n in reversed(graph.nodes) if n.op == "output").args[0]
     if isinstance(output, dict) and tracer.output_dict_types:  # the module returned a ModelOutput: rebuild it
@@ -212,7 +233,7 @@ def trace_module(module: torch.nn.Module, example_call: dict[str, Any], leaf: Le
     return gm
 
 
-def _eliminate_dead_code(graph: fx.Graph) -> None:
+def eliminate_dead_code(graph: fx.Graph) -> None:
     """Drop values nobody reads (the unused half of a split attention output, say).
 
     Conservative where fx's own DCE is not at this level: in-place methods (``add_``), ops

@@ -1,0 +1,71 @@
+"""The class-conditional DiT calling convention, read off models nobody here wrote.
+
+``gocopt.compile`` samples a model itself, so it needs two facts: how many classes (the null
+class for guidance is the next index) and the latent shape ``(C, H, W)``. gocopt's DiTs state them
+(``num_classes``, ``in_channels``, ``input_size``); the original facebookresearch DiT states them
+in its embedders (``y_embedder.num_classes``, timm's ``x_embedder.img_size``); anything else says
+so through keyword arguments — or gets an error listing exactly which ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from gocopt.errors import GocoptError
+
+
+@dataclass(frozen=True)
+class DiTSpec:
+    """What sampling a class-conditional DiT needs to know about it."""
+
+    num_classes: int
+    latent_shape: tuple[int, int, int]  # (C, H, W)
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    for owner in (model, getattr(model, "y_embedder", None)):
+        value = getattr(owner, "num_classes", None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _latent_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    channels = getattr(model, "in_channels", None)
+    if not isinstance(channels, int):
+        return None
+    size = getattr(model, "input_size", None)
+    if isinstance(size, int):
+        return channels, size, size
+    image = getattr(getattr(model, "x_embedder", None), "img_size", None)  # timm's PatchEmbed
+    if isinstance(image, int):
+        return channels, image, image
+    if isinstance(image, Sequence) and len(image) == 2 and all(isinstance(v, int) for v in image):
+        return channels, int(image[0]), int(image[1])
+    return None
+
+
+def dit_spec(model: nn.Module, *, num_classes: int | None = None,
+             latent_shape: Sequence[int] | None = None) -> DiTSpec:
+    """The model's class count and latent shape: given, else read off the model, else an error."""
+    classes = num_classes if num_classes is not None else _num_classes(model)
+    shape = tuple(int(v) for v in latent_shape) if latent_shape is not None else _latent_shape(model)
+    missing = []
+    if classes is None:
+        missing.append("num_classes=<classes, without the null class> (found neither model.num_classes nor "
+                       "model.y_embedder.num_classes)")
+    if shape is None:
+        missing.append("latent_shape=(C, H, W) (found neither model.in_channels with model.input_size nor "
+                       "model.x_embedder.img_size)")
+    if missing:
+        raise GocoptError(f"gocopt.compile samples {type(model).__name__} as a class-conditional DiT, "
+                          f"model(x, t, y), and cannot tell from the model: pass {'; and '.join(missing)}")
+    if len(shape) != 3:
+        raise GocoptError(f"latent_shape={shape}: expected (channels, height, width)")
+    return DiTSpec(int(classes), shape)
+
+
+__all__ = ["DiTSpec", "dit_spec"]
