@@ -270,6 +270,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(ValueError):
+    """A command-line argument that cannot work; the message names it and the fix."""
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad arguments before any work (no model is built, nothing is sampled)."""
+    from gocopt.models import DIT_CONFIGS
+
+    model = getattr(args, "model", None)
+    if model is not None and model != "reference" and model not in DIT_CONFIGS:
+        raise UsageError(f"--model {model}: unknown model; use 'reference' or one of {', '.join(DIT_CONFIGS)}")
+    device = getattr(args, "device", None)
+    if device is not None:
+        try:
+            kind = torch.device(device).type
+        except RuntimeError as e:
+            raise UsageError(f"--device {device}: not a device name; use cpu or cuda") from e
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); "
+                             "use --device cpu, or install a CUDA build of torch (README, GPU)")
+    for name, least in (("steps", 2), ("n", 1), ("batch_size", 1), ("trials", 1), ("search_samples", 1),
+                        ("heldout_samples", 1)):
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            raise UsageError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+    budgets = [args.budget] if getattr(args, "budget", None) is not None else []
+    if getattr(args, "budgets", None):
+        try:
+            budgets = [float(b) for b in args.budgets.split(",")]
+        except ValueError as e:
+            raise UsageError(f"--budgets {args.budgets}: write comma-separated numbers, e.g. 0.25,0.5,0.75") from e
+    for budget in budgets:
+        if not 0 < budget <= 1:
+            raise UsageError(f"budget {budget:g}: a budget is the fraction of site FLOPs computed, in (0, 1]")
+    schedule = getattr(args, "schedule", None)
+    if schedule is not None:
+        _check_schedule_spec(schedule)
+    path = getattr(args, "path", None)
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"{path}: no such schedule file")
+    storage = getattr(args, "storage", None)
+    if storage:
+        _check_storage(storage)
+
+
+def _check_schedule_spec(spec: str) -> None:
+    name, _, arg = spec.partition(":")
+    if _is_file(spec):
+        if not Path(spec).is_file():
+            raise UsageError(f"--schedule {spec}: no such schedule file")
+        return
+    valid = (name == "none" and not arg) or (name == "interval" and arg.isdigit() and int(arg) >= 1)
+    if name == "l2c":
+        try:
+            valid = 0 < float(arg) <= 1
+        except ValueError:
+            valid = False
+    if not valid:
+        raise UsageError(f"--schedule {spec}: unknown schedule {spec!r}; use none, interval:K (K >= 1), l2c:B "
+                         "(0 < B <= 1) or the path of a schedule file")
+
+
+def _check_storage(url: str) -> None:
+    """An Optuna storage that can be opened: a journal file's or SQLite's folder must exist; other
+    databases must connect."""
+    import sqlalchemy
+
+    if url.endswith((".log", ".journal")):
+        if not Path(url).parent.is_dir():
+            raise UsageError(f"--storage {url}: the folder {Path(url).parent} does not exist; create it first")
+        return
+    try:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception as e:  # noqa: BLE001 - not a URL at all
+        raise UsageError(f"--storage: {url!r} is not a database URL; e.g. sqlite:///study.db or "
+                         "postgresql://user@host/db") from e
+    if url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise UsageError(f"--storage {shown}: the folder {folder} does not exist; create it or give another path")
+        return
+    try:
+        sqlalchemy.create_engine(url).connect().close()
+    except Exception as e:  # noqa: BLE001 - any failure to reach the database is the same answer
+        raise UsageError(f"--storage {shown}: cannot connect ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160]}); check the URL and that the server is up") from e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -277,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     from gocopt.errors import GocoptError
 
     try:
+        check_arguments(args)
         return args.func(args)
-    except GocoptError as e:
+    except (GocoptError, UsageError) as e:
         print(f"gocopt: error: {e}", file=sys.stderr)
         return 2

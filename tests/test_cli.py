@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+import torch
+
 from gocopt.cli import main, paper_correction_steps
 
 
@@ -43,3 +46,37 @@ def test_bad_schedule_is_a_clear_error_not_a_traceback(capsys):
 
 def test_paper_correction_steps_for_20_steps_are_the_seed_papers():
     assert paper_correction_steps(20) == [3, 5, 7, 9, 11, 13, 15, 19]
+
+
+BAD_INVOCATIONS = [
+    (["compile", "--steps", "1"], ["--steps 1", "at least 2"]),
+    (["compile", "--model", "DiT-Q/9"], ["--model DiT-Q/9", "unknown model", "DiT-XL/2"]),
+    (["compile", "--budget", "1.5"], ["budget 1.5", "(0, 1]"]),
+    (["compile", "--budgets", "0.5,half"], ["--budgets 0.5,half", "comma-separated numbers"]),
+    (["compile", "--storage", "sqlite:////nonexistent/dir/x.db"], ["/nonexistent/dir", "does not exist"]),
+    (["compile", "--storage", "postgresql://user:secret@127.0.0.1:1/db"], ["cannot connect", "***", "server is up"]),
+    (["eval", "--schedule", "garbage"], ["unknown schedule 'garbage'", "interval:K"]),
+    (["eval", "--schedule", "interval:0"], ["interval:K (K >= 1)"]),
+    (["eval", "--schedule", "missing.json"], ["no such schedule file"]),
+    (["sample", "--n", "0"], ["--n 0", "at least 1"]),
+    (["show", "nowhere.json"], ["nowhere.json", "no such schedule file"]),
+    (["sites", "--device", "tpu9"], ["--device tpu9"]),
+]
+if not torch.cuda.is_available():
+    BAD_INVOCATIONS.append((["sites", "--model", "DiT-XL/2", "--device", "cuda"], ["no CUDA device", "--device cpu"]))
+
+
+@pytest.mark.parametrize("argv,says", BAD_INVOCATIONS, ids=[" ".join(a) for a, _ in BAD_INVOCATIONS])
+def test_bad_invocations_get_one_line_naming_problem_and_fix(argv, says, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    for name in ("gocopt.evaluate.sample_batches", "gocopt.api.compile", "gocopt.trace.sites.find_sites",
+                 "gocopt.models.model_by_name"):
+        monkeypatch.setattr(name, no_work)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gocopt: error: ") and "Traceback" not in err
+    for text in says:
+        assert text in err, (text, err)
+    assert "secret" not in err  # a password in a storage URL is never printed

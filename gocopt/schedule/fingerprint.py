@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from gocopt.errors import ScheduleError
+
+logger = logging.getLogger(__name__)
 
 
 def _config_of(model: nn.Module) -> dict[str, Any]:
@@ -31,9 +34,32 @@ def _config_of(model: nn.Module) -> dict[str, Any]:
     return {}
 
 
+LOWER_PRECISIONS = (torch.bfloat16, torch.float16)  # what a float32 schedule is also checked against
+
+
+def _dtype_of(state: Mapping[str, torch.Tensor]) -> torch.dtype | None:
+    floating = [t.dtype for t in state.values() if t.is_floating_point()]
+    return max(set(floating), key=floating.count) if floating else None
+
+
+def _weights_sha256(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> str:
+    """Hash of every tensor's bytes, floating ones cast to ``dtype`` first (``None``: as they are)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def model_fingerprint(model: nn.Module, sites: pd.DataFrame, *, weights: bool = True) -> dict[str, Any]:
+    """What ``model`` is. A float32 model's weights are also hashed as bfloat16 and float16, so a
+    schedule made in float32 loads on a half-precision copy of the same weights — and not on others."""
     state = model.state_dict()
     shapes = "\n".join(f"{name}:{list(t.shape)}" for name, t in sorted(state.items()))
+    dtype = _dtype_of(state)
     fingerprint: dict[str, Any] = {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "num_parameters": int(sum(t.numel() for t in state.values())),
@@ -44,12 +70,13 @@ def model_fingerprint(model: nn.Module, sites: pd.DataFrame, *, weights: bool = 
             for row in sites.itertuples()
         ],
     }
+    if dtype is not None:
+        fingerprint["dtype"] = str(dtype).removeprefix("torch.")
     if weights:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(state.items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-        fingerprint["weights_sha256"] = digest.hexdigest()
+        fingerprint["weights_sha256"] = _weights_sha256(state)
+        if dtype == torch.float32:
+            fingerprint["weights_sha256_as"] = {str(d).removeprefix("torch."): _weights_sha256(state, d)
+                                                for d in LOWER_PRECISIONS}
     return fingerprint
 
 
@@ -73,7 +100,15 @@ def check_fingerprint(recorded: Mapping[str, Any], found: Mapping[str, Any], *, 
         if not math.isclose(a["flops_share"], b["flops_share"], rel_tol=1e-2, abs_tol=1e-5):
             raise ScheduleError(f"model.sites[{i}].flops_share: expected {a['flops_share']}, found {b['flops_share']} "
                                 f"(another input resolution?); {fix}")
-    if check_weights and "weights_sha256" in recorded and "weights_sha256" in found \
-            and recorded["weights_sha256"] != found["weights_sha256"]:
-        raise ScheduleError("model.weights_sha256: same architecture, different weights; the schedule's quality was "
-                            f"measured on other weights: {fix}, or load with check_weights=False to accept it")
+    if not (check_weights and "weights_sha256" in recorded and "weights_sha256" in found):
+        return
+    made_in, runs_in = recorded.get("dtype", "float32"), found.get("dtype", "float32")
+    expected = recorded["weights_sha256"] if made_in == runs_in else recorded.get("weights_sha256_as", {}).get(runs_in)
+    if expected is None:
+        logger.warning("schedule made for %s weights, model is %s: the weights were not compared (the schedule "
+                       "records no %s hash); names, shapes and sites match", made_in, runs_in, runs_in)
+        return
+    if expected != found["weights_sha256"]:
+        raise ScheduleError(f"model.weights_sha256: same architecture, different weights (compared as {runs_in}); the "
+                            f"schedule's quality was measured on other weights: {fix}, or load with "
+                            "check_weights=False to accept it")

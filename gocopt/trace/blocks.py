@@ -3,7 +3,9 @@
 Used to name sites (which block a branch belongs to) and, when the whole model does not trace,
 as the units to trace one by one. A block list is a ``ModuleList`` (or a ``Sequential`` of two or
 more) of composite modules, all of one class, with weights — ``blocks``, ``transformer_blocks``,
-``single_transformer_blocks``, ``layers``… are found without knowing their names.
+``single_transformer_blocks``, ``layers``… are found without knowing their names. A module of a
+block class held outside the lists (U-ViT's ``mid_block``) is a block too; branches that are in no
+block at all are placed by the graph (:mod:`gocopt.trace.sites`).
 """
 
 from __future__ import annotations
@@ -34,13 +36,27 @@ def find_block_lists(model: nn.Module) -> dict[str, nn.ModuleList | nn.Sequentia
     return found
 
 
+def find_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """Every transformer block by module path: the members of the block lists, and modules of the
+    same classes held anywhere else (U-ViT's ``mid_block``, a block kept as a plain attribute)."""
+    lists = find_block_lists(model)
+    blocks = {f"{list_path}.{i}" if list_path else str(i): block
+              for list_path, members in lists.items() for i, block in enumerate(members)}
+    classes = {type(block) for block in blocks.values()}
+    for path, module in model.named_modules():
+        inside = any(path == b or path.startswith(b + ".") or b.startswith(path + ".") for b in blocks)
+        if path and type(module) in classes and not inside:
+            blocks[path] = module
+    return blocks
+
+
 def record_block_calls(model: nn.Module, call: dict[str, Any]) -> dict[str, tuple[tuple, dict]]:
     """Run ``model(**call)`` once; return each block's path → (args, kwargs) of its first call.
 
     The dict's order is the order forward called the blocks in.
     """
-    lists = find_block_lists(model)
-    if not lists:
+    blocks = find_blocks(model)
+    if not blocks:
         raise TraceError(
             f"{type(model).__name__} has no transformer block list: searched for an nn.ModuleList or "
             "nn.Sequential of two or more modules of the same class with weights (as DiT's `blocks` or "
@@ -48,14 +64,12 @@ def record_block_calls(model: nn.Module, call: dict[str, Any]) -> dict[str, tupl
         )
     calls: dict[str, tuple[tuple, dict]] = {}
     handles = []
-    for list_path, blocks in lists.items():
-        for i, block in enumerate(blocks):
-            path = f"{list_path}.{i}" if list_path else str(i)
+    for path, block in blocks.items():
 
-            def hook(module, args, kwargs, path=path):
-                calls.setdefault(path, (args, kwargs))
+        def hook(module, args, kwargs, path=path):
+            calls.setdefault(path, (args, kwargs))
 
-            handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
+        handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
             model(**call)

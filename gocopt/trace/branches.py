@@ -45,6 +45,7 @@ class BranchSite:
         streams: the residual stream value(s) the branch reads.
         kind: one of ``KINDS``.
         module_path: the deepest module that holds all of the site's heavy ops.
+        residuals: the residual add(s) ``h + …`` the branch feeds (where its block's forward runs).
     """
 
     nodes: tuple[fx.Node, ...]
@@ -53,6 +54,7 @@ class BranchSite:
     streams: tuple[fx.Node, ...]
     kind: str
     module_path: str
+    residuals: tuple[fx.Node, ...] = ()
 
 
 def graph_to_networkx(graph: fx.Graph) -> nx.DiGraph:
@@ -73,7 +75,7 @@ def find_branch_sites(gm: fx.GraphModule) -> list[BranchSite]:
     ancestors = _Memo(lambda n: nx.ancestors(dataflow, n))
     descendants = _Memo(lambda n: nx.descendants(dataflow, n))
 
-    candidates: list[tuple[fx.Node, fx.Node, set[fx.Node]]] = []  # (stream, output, nodes)
+    candidates: list[tuple[fx.Node, fx.Node, set[fx.Node], fx.Node]] = []  # (stream, output, nodes, add)
     for node in graph.nodes:
         pair = _residual_pair(node, ancestors)
         if pair is None:
@@ -82,7 +84,7 @@ def find_branch_sites(gm: fx.GraphModule) -> list[BranchSite]:
         output = _strip_gate(branch, stream, ancestors)
         nodes = (descendants(stream) & ancestors(output)) | {output}
         if any(_is_heavy(gm, n) for n in nodes):
-            candidates.append((stream, output, nodes))
+            candidates.append((stream, output, nodes, node))
 
     sites = []
     for group in _overlapping_groups(candidates):
@@ -96,7 +98,8 @@ def find_branch_sites(gm: fx.GraphModule) -> list[BranchSite]:
             a for n in ordered for a in n.all_input_nodes if a not in nodes and a.op != "get_attr"
         ))
         kind = _classify(gm, ordered, streams, outputs, ancestors, descendants)
-        sites.append(BranchSite(ordered, inputs, outputs, streams, kind, _module_path(gm, ordered)))
+        sites.append(BranchSite(ordered, inputs, outputs, streams, kind, _module_path(gm, ordered),
+                                tuple(c[3] for c in group)))
     sites.sort(key=lambda s: order[s.outputs[0]])
     return sites
 

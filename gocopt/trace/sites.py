@@ -184,7 +184,43 @@ def _trace_per_block(model, call, calls, by_module, block_flops, first_error) ->
     return traced
 
 
+def _forward_owner(bs: BranchSite) -> str:
+    """The module whose forward runs the branch's residual add (``""``: the model's own forward)."""
+    stack = bs.residuals[0].meta.get("nn_module_stack") if bs.residuals else None
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _place_graph_blocks(traced: TracedModel, node_flops: dict[str, dict[str, int]]) -> None:
+    """Blocks that only the graph shows: branches in no block list run in some module's forward (or
+    the model's own). Each such module becomes a block, ordered where the graph runs it, its FLOPs
+    counted from the graph's nodes (so the site table's coverage stays true)."""
+    gm = traced.graphs.get("")
+    if traced.mode != "whole" or gm is None:
+        return
+    position = {node: i for i, node in enumerate(gm.graph.nodes)}
+    first: dict[str, int] = {}
+    for bs in traced.branch_sites.get("", []):
+        block = block_of(bs.module_path, traced.block_paths)
+        if block is None:
+            block = _forward_owner(bs)
+            traced.notes.append(f"{bs.module_path or '<model>'}: residual branch outside the block lists, in the "
+                                f"forward of {block or 'the model itself'}; cached as part of that block")
+        first[block] = min(first.get(block, len(position)), position[bs.outputs[0]])
+    extra = [b for b in first if b not in traced.block_paths]
+    if not extra:
+        return
+    for block in extra:
+        nodes = [n for n in gm.graph.nodes if block and any(path == block or path.startswith(block + ".")
+                                                         for path, _ in (n.meta.get("nn_module_stack") or {}).values())]
+        if not block:  # the model's own forward: only the branches themselves count as block work
+            nodes = [n for bs in traced.branch_sites[""] if _forward_owner(bs) == "" for n in bs.nodes]
+        traced.block_flops += sum(node_flops[""].get(n.name, 0) for n in nodes)
+    known = list(traced.block_paths)  # in call order; blocks without sites keep it, after the others
+    traced.block_paths = sorted(known + extra, key=lambda b: first[b] if b in first else len(position) + known.index(b))
+
+
 def _number_sites(traced: TracedModel, node_flops: dict[str, dict[str, int]], by_module: dict[str, int]) -> list[Site]:
+    _place_graph_blocks(traced, node_flops)
     block_index = {path: i for i, path in enumerate(traced.block_paths)}
     found: list[tuple[int, int, Site, BranchSite | None]] = []
     for graph_path, branch_sites in traced.branch_sites.items():
@@ -192,6 +228,8 @@ def _number_sites(traced: TracedModel, node_flops: dict[str, dict[str, int]], by
             module_path = ".".join(p for p in (graph_path, bs.module_path) if p)
             block = block_of(module_path, traced.block_paths)
             if block is None:
+                block = _forward_owner(bs) if graph_path == "" else None
+            if block is None or block not in block_index:
                 traced.notes.append(f"residual branch at {module_path or '<root>'} is outside every block; not cached")
                 continue
             site_id = module_path if module_path != block else f"{block}.{bs.kind}"
