@@ -24,4 +24,7 @@ demo: $(BIN)/gocopt
 test: $(BIN)/gocopt
 	$(BIN)/python -m pytest
 
-.PHONY: install demo test
+lint: $(BIN)/gocopt
+	$(BIN)/ruff check .
+
+.PHONY: install demo test lint

@@ -9,7 +9,8 @@ one image per call (what a latency-bound server does; diffusers' caches decide p
 bigger batch would couple samples). Cost is *measured*, not assumed: the transformer's FLOPs
 counted by gocopt's dispatch-mode counter over whole pipeline runs, relative to the uncached run.
 Each cache runs at the two values of its knob (threshold or interval) whose measured costs bracket
-gocopt's measured cost most tightly; a cache that cannot get down to it runs at its cheapest setting. Quality is PSNR and FD (classifier features) against the uncached pipeline's images.
+gocopt's measured cost most tightly; a cache that cannot get down to it runs at its cheapest setting.
+Quality is PSNR and FD (classifier features) against the uncached pipeline's images.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import ast
 import contextlib
 import io
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
 from gocopt.report import environment, markdown_table, write_json
+from gocopt.timing import timed
 from gocopt.trace.flops import count_flops
 
 SEED_BASE = 40_000  # apart from every other seed set gocopt uses
@@ -71,13 +72,13 @@ def _pipeline(with_diffusers_cache: bool = False) -> tuple[object, Callable[[], 
 
 def run(pipe, labels: list[int], steps: int) -> tuple[torch.Tensor, float]:
     """One image per call; images in [-1, 1] and total seconds."""
-    images, start = [], time.perf_counter()
-    with torch.no_grad():
-        for i, label in enumerate(labels):
-            out = pipe(class_labels=[label], generator=[torch.Generator().manual_seed(SEED_BASE + i)],
-                       num_inference_steps=steps, guidance_scale=4.0, output_type="pt").images
-            images.append(out * 2 - 1)
-    return torch.cat(images), time.perf_counter() - start
+    @torch.no_grad()
+    def one_per_call() -> torch.Tensor:
+        return torch.cat([pipe(class_labels=[label], generator=[torch.Generator().manual_seed(SEED_BASE + i)],
+                               num_inference_steps=steps, guidance_scale=4.0, output_type="pt").images * 2 - 1
+                          for i, label in enumerate(labels)])
+
+    return timed(one_per_call)
 
 
 def measured_cost(pipe, labels: list[int], steps: int, uncached_flops: float) -> float:
@@ -102,9 +103,16 @@ def magcache_ratios(steps: int) -> list[float]:
 def diffusers_caches(steps: int) -> dict[str, tuple[Configure, list[float]]]:
     """Each built-in cache of the installed diffusers: how to apply it at a knob value, and the
     knob values to try (cheapest last)."""
-    from diffusers.hooks import (FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig,
-                                 TaylorSeerCacheConfig, apply_first_block_cache, apply_mag_cache,
-                                 apply_pyramid_attention_broadcast, apply_taylorseer_cache)
+    from diffusers.hooks import (
+        FirstBlockCacheConfig,
+        MagCacheConfig,
+        PyramidAttentionBroadcastConfig,
+        TaylorSeerCacheConfig,
+        apply_first_block_cache,
+        apply_mag_cache,
+        apply_pyramid_attention_broadcast,
+        apply_taylorseer_cache,
+    )
 
     ratios = magcache_ratios(steps)
 
@@ -210,15 +218,18 @@ def write_outputs(rows: list[dict], args, samples: int, out: Path) -> None:
             f"{args.budget})\n\nMeasured in one run by `python -m benchmarks.diffusers_caches"
             f"{' --quick' if args.quick else ''}` (diffusers {diffusers.__version__}, torch "
             f"{environment()['torch']}, 2 CPU threads), one image per pipeline call. Cost = transformer FLOPs counted "
-            "over whole pipeline runs, relative to the uncached pipeline; each diffusers cache runs at the two knob values "
+            "over whole pipeline runs, relative to the uncached pipeline; each diffusers cache runs at the two knob "
+            "values "
             "whose measured costs bracket gocopt's measured cost most tightly (one, if its knob cannot reach the other "
             "side). "
             "PSNR/SSIM/FD are against the uncached pipeline's images on the same seeds; the cost column is measured on "
-            "the first 32 samples.\n\nMagCache runs with the magnitude ratios its own calibration mode measures on this "
+            "the first 32 samples.\n\nMagCache runs with the magnitude ratios its own calibration mode measures on "
+            "this "
             "model and sampler (default max_skip_steps 3, retention_ratio 0.2). Not run: FasterCache — its hook reads "
             "the CFG batch as (uncond, cond) (`hidden_states.chunk(2)`), the order newer pipelines use, while "
             "DiTPipeline batches (cond, uncond); in its guidance-distilled mode it reduces to attention-only skipping "
-            "like PyramidAttentionBroadcast. PyramidAttentionBroadcast skips attention only, so its cheapest setting stays far "
+            "like PyramidAttentionBroadcast. PyramidAttentionBroadcast skips attention only, so its cheapest setting "
+            "stays far "
             "above the budget.\n\n" + table)
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)

@@ -10,17 +10,17 @@ fastest round is compared. Writes docs/benchmarks/goc_overhead.{json,md}.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from tqdm import tqdm
 
+from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
 from gocopt.report import environment, markdown_table, write_json
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import named_schedule
+from gocopt.schedule import GOCConfig, named_schedule
+from gocopt.timing import timed
 
 
 def main() -> None:
@@ -51,22 +51,22 @@ def main() -> None:
     for _ in tqdm(range(args.repeats + 1), desc="rounds"):  # round 0 is a warm-up, not counted
         for name, schedule in schedules.items():
             compiled.set_schedule(schedule)
-            start = time.perf_counter()
-            sampler.sample(compiled, labels, noise, num_classes=model.num_classes)
-            elapsed = time.perf_counter() - start
+            _, elapsed = timed(lambda: sampler.sample(compiled, labels, noise, num_classes=model.num_classes))
             corrected[name] = compiled.runtime.state.corrected
             if _ > 0:
                 best[name] = min(best[name], elapsed)
     base = best["plain reuse"]
-    rows = [{"reuse": name, "seconds": best[name], "overhead": best[name] / base - 1, "corrected_site_calls": corrected[name]}
+    rows = [{"reuse": name, "seconds": best[name], "overhead": best[name] / base - 1,
+             "corrected_site_calls": corrected[name]}
             for name in schedules]
     write_json(f"{args.out}.json", {"rows": rows, "model": args.model, "steps": args.steps, "batch_images": args.batch,
                                     "repeats": args.repeats, "environment": environment()})
     text = (f"# GOC overhead: {args.model}, interval:2, {args.steps} DDIM steps, {args.batch} image(s) with CFG, "
             f"{args.threads} CPU threads\n\nFastest of {args.repeats} interleaved rounds.\n\n"
-            + markdown_table(rows, [("reuse", "reuse", ""), ("seconds", "seconds", ".3f"), ("overhead", "overhead", "+.2%"),
+            + markdown_table(rows, [("reuse", "reuse", ""), ("seconds", "seconds", ".3f"), ("overhead", "overhead",
+                                                                                            "+.2%"),
                                     ("corrected_site_calls", "corrected site calls", "")]))
-    open(f"{args.out}.md", "w").write(text)
+    atomic_write_text(f"{args.out}.md", text)
     print(text)
 
 

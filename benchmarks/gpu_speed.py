@@ -20,6 +20,7 @@ and the uncached compiled model of the same run. Writes ``docs/benchmarks/gpu_sp
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
 
@@ -28,12 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmarks.speed_table import gocopt_shaped
-from benchmarks.timing import summary, timed
 from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
 from gocopt.report import environment, markdown_table, write_json
 from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.timing import summary, timed
 
 BUDGETS = (1.0, 0.75, 0.5, 0.25)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -61,7 +62,7 @@ def speed_rows(model_name: str, dtypes: list[str], images: list[int], *, steps: 
     for dtype_name in dtypes:
         dtype = DTYPES[dtype_name]
         model = random_dit(model_name, dtype, device)
-        shape = (model.in_channels, model.input_size, model.input_size)
+        shape, num_classes = (model.in_channels, model.input_size, model.input_size), model.num_classes
         example = model.example_inputs(2)  # on the model's device, in its dtype
         eager = cache_model(model, None, example)
         compiled = cache_model(model, None, example).compile(mode=compile_mode, backend=backend)
@@ -80,12 +81,13 @@ def speed_rows(model_name: str, dtypes: list[str], images: list[int], *, steps: 
             labels = torch.arange(n, device=device) % model.num_classes
             times: dict[tuple, list[float]] = {key: [] for key in runners}
             with torch.no_grad():
-                for round_ in tqdm(range(rounds + 1), desc=f"{model_name} {dtype_name} {n} image(s)", disable=not progress):
+                for round_ in tqdm(range(rounds + 1), desc=f"{model_name} {dtype_name} {n} image(s)",
+                                   disable=not progress):
                     for key, (runner, schedule) in runners.items():
                         if schedule is not None:
                             runner.set_schedule(schedule, log=False)
-                        seconds = timed(lambda: sampler.sample(runner, labels, noise, num_classes=model.num_classes),
-                                        device)
+                        run = functools.partial(sampler.sample, runner, labels, noise, num_classes=num_classes)
+                        _, seconds = timed(run, device)
                         if round_ > 0:  # round 0 warms up and compiles
                             times[key].append(seconds)
             base_eager = summary(times[("uncached", "eager", 1.0)])["best_s"]

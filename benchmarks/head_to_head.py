@@ -104,14 +104,16 @@ def quality_markdown(results: dict, out: Path) -> str:
              "Paired metrics are against the uncached model on the same seeds (PSNR, SSIM: higher is better; "
              "FD = Fréchet distance of classifier features to the uncached samples: lower is better) and rank the "
              "rows; FID (vs real digits), IS and class accuracy are a divergence alarm, with FID's bootstrap noise "
-             f"given per table. Speedup: wall-clock at batch size 1 vs the uncached model, {settings['timing_samples']} "
+             "given per table. Speedup: wall-clock at batch size 1 vs the uncached model, "
+             f"{settings['timing_samples']} "
              f"seeds, each run right after the uncached one. gocopt's schedules: {settings['gocopt_schedules']}.\n",
              f"![quality vs cost]({out.name}.png)\n"]
     for steps in settings["steps"]:
         rows = [r for r in results["quality_rows"] if r["steps"] == steps]
         rows.sort(key=lambda r: (r["budget"] or 0, list(LABELS).index(r["method"])))
         facts = results["uncached"][str(steps)]
-        lines.append(f"### DDIM-{steps}\n\nUncached FID {facts['fid']:.2f} ± {facts['fid_noise']:.2f} (bootstrap s.d.); "
+        lines.append(f"### DDIM-{steps}\n\nUncached FID {facts['fid']:.2f} ± {facts['fid_noise']:.2f} "
+                     "(bootstrap s.d.); "
                      f"differences in FID smaller than that are noise.\n")
         lines.append(markdown_table(rows, QUALITY_COLUMNS))
         for v in (v for v in results["verdicts"] if v["steps"] == steps):

@@ -3,8 +3,8 @@
     python -m benchmarks.pass_speed --model DiT-XL/2 --batch 1 --steps 20 --budgets 1.0,0.5
 
 DiT-shaped model with random weights (adaLN randomised), DDIM with batched CFG (a model batch
-of 2 × --batch), CPU threads as set by --threads. For each budget the compiled model runs an
-interval-K schedule where the budget is 1/K, else an L2C-like static schedule of that cost
+of 2 × --batch), CPU threads as set by --threads. For each budget the compiled model runs
+FORA's schedule at the budget (``interval_at_budget``: interval-K where the budget is 1/K)
 (budget 1.0: the all-compute schedule); runs are
 interleaved over --repeats rounds and each configuration's fastest round is reported, as a
 ratio to the uncached run measured beside it. Writes docs/benchmarks/pass_speed_<model>.{json,md}.
@@ -17,12 +17,13 @@ import argparse
 import torch
 
 from benchmarks.speed_table import measure
-
+from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
 from gocopt.report import environment, markdown_table, write_json
 from gocopt.sampling import DDIMSampler
-from gocopt.schedule import all_compute, named_schedule
+from gocopt.schedule import Schedule
+from gocopt.schedule.named import interval_at_budget
 
 
 def main() -> None:
@@ -42,12 +43,9 @@ def main() -> None:
     sampler = DDIMSampler(steps=args.steps, guidance_scale=4.0, clip_denoised=False)
     ids = tuple(compiled.sites["site"])
     schedules = {}
-    for budget in (float(b) for b in args.budgets.split(",")):
-        k = round(1 / budget)
-        spec = f"interval:{k}" if abs(k * budget - 1) < 1e-9 else f"l2c:{budget}"  # FORA where it hits the budget
-        schedules[budget] = (all_compute(ids, args.steps, sampler.timesteps) if budget >= 1.0 else
-                             named_schedule(spec, ids, steps=args.steps, timesteps=sampler.timesteps,
-                                            site_flops=compiled.site_flops, site_blocks=list(compiled.sites["block"])))
+    for budget in (float(b) for b in args.budgets.split(",")):  # FORA at the budget (all-compute at 1.0)
+        schedules[budget] = Schedule(interval_at_budget(args.steps, len(ids), budget), ids, tuple(sampler.timesteps),
+                                     name=f"fora@{budget:g}")
     measured = measure(model, compiled, {f"{b:g}": s for b, s in schedules.items()}, batch=args.batch,
                        steps=args.steps, rounds=args.repeats)
     best = {"uncached": measured["uncached"]["seconds"], **{b: measured[f"{b:g}"]["seconds"] for b in schedules}}
@@ -64,13 +62,14 @@ def main() -> None:
             "site_gflops_per_call": sum(compiled.site_flops) / 1e9, "coverage": compiled.sites.attrs["coverage"],
             "environment": environment()}
     write_json(f"{name}.json", {"rows": rows, **meta})
-    table = markdown_table(rows, [("config", "run", ""), ("cost", "site-FLOP cost", ".3f"), ("seconds", "seconds", ".2f"),
+    table = markdown_table(rows, [("config", "run", ""), ("cost", "site-FLOP cost", ".3f"), ("seconds", "seconds",
+                                                                                             ".2f"),
                                   ("speedup", "speedup", ".3f"), ("ideal", "ideal 1/cost", ".2f"),
                                   ("ratio_to_ideal", "speedup / ideal", ".3f"), ("cache_mib", "cache MiB", ".1f")])
     text = (f"# Pass speed: {args.model}, {args.batch} image(s) with batched CFG, {args.steps} DDIM steps, "
             f"{args.threads} CPU threads\n\nBest of {args.repeats} interleaved rounds; sites cover "
             f"{100 * meta['coverage']:.1f}% of block FLOPs.\n\n{table}")
-    open(f"{name}.md", "w").write(text)
+    atomic_write_text(f"{name}.md", text)
     print(text)
 
 

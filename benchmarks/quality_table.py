@@ -11,7 +11,7 @@ uncached model on the same seed, so both see the same machine state.
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,20 +25,19 @@ import gocopt
 from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.smoothcache import smoothcache_mask
 from benchmarks.peers.taylorseer import taylorseer_rule
-from gocopt.api import SEARCH_SEED_BASE
 from gocopt.calibrate import calibrate
 from gocopt.compiled import CachedModel, cache_model
+from gocopt.driver import SEARCH_SEED_BASE
 from gocopt.evaluate import SampleSet
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
 from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import Schedule
-from gocopt.schedule.named import interval_at_budget, l2c_mask
+from gocopt.schedule import GOCConfig, Schedule
+from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
+from gocopt.timing import timed
 
 BENCHMARK_SEED_BASE = 30_000  # disjoint from gocopt.compile's search (10_000+) and held-out (20_000+) seeds
-PAPER_W = 1.2  # GOC paper's hand-set step size
 TAYLORSEER_LABEL = "TaylorSeer-style, 1st order on interval-K"
 LABELS = {
     "uncached": "uncached",
@@ -114,8 +113,7 @@ class QualityBench:
     def contenders(self, budget: float) -> list[Contender]:
         steps, n = self.sampler.steps, len(self.ids)
         fora = interval_at_budget(steps, n, budget)
-        inflection = round(0.85 * steps)  # the paper's correction steps: all but the late inflection
-        paper = GOCConfig.at_steps(PAPER_W, [s for s in range(2, steps) if s != inflection])
+        paper = paper_goc(steps)
         smooth = smoothcache_mask(self.calibration.matrix("rel_change").numpy(), self.flops, budget)
         builders: dict[str, Callable[[], Contender]] = {
             "fora": lambda: _schedule_contender("fora", budget, self.compiled, self.schedule(fora, "fora")),
@@ -182,18 +180,16 @@ def sample_contender(contender: Contender, sampler: DDIMSampler, labels: torch.T
 def batch_one_speedup(contender: Contender, uncached: nn.Module, sampler: DDIMSampler, labels: torch.Tensor,
                       noise: torch.Tensor, *, num_classes: int) -> tuple[float, float]:
     """(speedup, cached seconds per image) at batch size 1, each seed run uncached then cached."""
-    def timed(model, i) -> float:
-        start = time.perf_counter()
-        sampler.sample(model, labels[i : i + 1], noise[i : i + 1], num_classes=num_classes)
-        return time.perf_counter() - start
+    def seconds(model, i) -> float:
+        return timed(lambda: sampler.sample(model, labels[i : i + 1], noise[i : i + 1], num_classes=num_classes))[1]
 
     contender.reset()
-    timed(contender.model, 0)  # warm-up
+    seconds(contender.model, 0)  # warm-up
     base = cached = 0.0
     for i in range(len(labels)):
-        base += timed(uncached, i)
+        base += seconds(uncached, i)
         contender.reset()
-        cached += timed(contender.model, i)
+        cached += seconds(contender.model, i)
     return base / cached, cached / len(labels)
 
 
@@ -203,6 +199,12 @@ def fid_noise(evaluator: QualityEvaluator, samples: torch.Tensor, resamples: int
     rng = np.random.default_rng(seed)
     values = [frechet_distance(features[rng.integers(0, len(features), len(features))], real) for _ in range(resamples)]
     return float(np.std(values))
+
+
+def _sample_in_batches(sampler: DDIMSampler, model: nn.Module, labels: torch.Tensor, noise: torch.Tensor,
+                       batch_size: int) -> torch.Tensor:
+    return torch.cat([sampler.sample(model, labels[i : i + batch_size], noise[i : i + batch_size],
+                                     num_classes=model.num_classes) for i in range(0, len(labels), batch_size)])
 
 
 def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = True) -> tuple[list[dict], dict]:
@@ -218,11 +220,8 @@ def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = T
         bench = QualityBench(model, steps, settings, progress)
         sampler = bench.sampler
         with torch.no_grad():
-            start = time.perf_counter()
-            uncached = torch.cat([sampler.sample(model, labels[i : i + settings.batch_size],
-                                                 noise[i : i + settings.batch_size], num_classes=model.num_classes)
-                                  for i in range(0, len(labels), settings.batch_size)])
-            uncached_seconds = time.perf_counter() - start
+            uncached, uncached_seconds = timed(functools.partial(
+                _sample_in_batches, sampler, model, labels, noise, settings.batch_size))
         base = evaluator.score(uncached, labels)
         uncached_facts[steps] = {"fid": base["fid"], "fid_noise": fid_noise(evaluator, uncached),
                                  "seconds": uncached_seconds}

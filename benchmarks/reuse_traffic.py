@@ -19,8 +19,7 @@ from torch import fx
 
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.models import model_by_name
-from gocopt.runtime import GOCConfig
-from gocopt.schedule import named_schedule
+from gocopt.schedule import GOCConfig, named_schedule
 from gocopt.trace.traffic import TrafficCounter
 
 PROBE_STEP = 3  # interval 2: steps 1, 3, 5, … reused; from step 2 on GOC has two values to correct with

@@ -6,7 +6,6 @@ configuration's fastest round is kept, so slow drifts of the machine hit all of 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,10 +15,10 @@ from tqdm.auto import tqdm
 
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.models import model_by_name
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import Schedule
+from gocopt.schedule import GOCConfig, Schedule
 from gocopt.schedule.named import interval_at_budget
+from gocopt.timing import timed
 
 SEARCHED_W = 0.85  # the step size gocopt's search settles on at interval 2 (docs/compile_results.md)
 
@@ -33,11 +32,7 @@ def measure(model: nn.Module, compiled: CachedModel, schedules: Mapping[str, Sch
 
     @torch.no_grad()
     def run(runner) -> float:
-        start = time.perf_counter()
-        sampler.sample(runner, labels, noise, num_classes=model.num_classes)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return timed(lambda: sampler.sample(runner, labels, noise, num_classes=model.num_classes))[1]
 
     best = {"uncached": float("inf"), **{name: float("inf") for name in schedules}}
     peak = {name: 0 for name in schedules}

@@ -13,6 +13,7 @@ import argparse
 
 import numpy as np
 
+from gocopt.atomic import atomic_write_text
 from gocopt.calibrate import calibrate, detect_inflections, direction_by_step
 from gocopt.compiled import cache_model
 from gocopt.evaluate import SampleSet
@@ -41,24 +42,31 @@ def main() -> None:
     inflections = detect_inflections(calibration.stats, flops)
     save_calibration_plot(calibration.stats, f"{stem}.png", inflections)
     direction = direction_by_step(calibration.stats, flops)
-    per_step = calibration.stats.groupby("step")[["rel_change", "err_goc_w0.4", "err_goc_w0.8", "err_goc_w1.2"]].median()
+    per_step = calibration.stats.groupby("step")[["rel_change", "err_goc_w0.4", "err_goc_w0.8",
+                                                  "err_goc_w1.2"]].median()
     rows = []
     for step, row in per_step.iterrows():
         hurts = bool(row["err_goc_w0.8"] > row["rel_change"]) if np.isfinite(row["err_goc_w0.8"]) else None
         rows.append({"step": int(step), "timestep": sampler.timesteps[int(step)], "direction_cos": direction.get(step),
                      "rel_change": row["rel_change"], "err_goc_w0.8": row["err_goc_w0.8"],
-                     "inflection": "yes" if step in inflections else "", "goc_worse_than_reuse": {True: "yes", False: "", None: "—"}[hurts]})
-    table = markdown_table(rows, [("step", "step", ""), ("timestep", "t", ""), ("direction_cos", "direction cos", ".3f"),
-                                  ("rel_change", "reuse error (median)", ".4f"), ("err_goc_w0.8", "GOC w=0.8 error", ".4f"),
-                                  ("inflection", "detected inflection", ""), ("goc_worse_than_reuse", "GOC worse than reuse", "")])
-    agree = sum(1 for r in rows if r["goc_worse_than_reuse"] != "—" and (r["inflection"] == "yes") == (r["goc_worse_than_reuse"] == "yes"))
+                     "inflection": "yes" if step in inflections else "",
+                     "goc_worse_than_reuse": {True: "yes", False: "", None: "—"}[hurts]})
+    table = markdown_table(rows, [("step", "step", ""), ("timestep", "t", ""), ("direction_cos", "direction cos",
+                                                                                ".3f"),
+                                  ("rel_change", "reuse error (median)", ".4f"), ("err_goc_w0.8", "GOC w=0.8 error",
+                                                                                  ".4f"),
+                                  ("inflection", "detected inflection", ""), ("goc_worse_than_reuse",
+                                                                              "GOC worse than reuse", "")])
+    agree = sum(1 for r in rows if r["goc_worse_than_reuse"] != "—"
+                and (r["inflection"] == "yes") == (r["goc_worse_than_reuse"] == "yes"))
     judged = sum(1 for r in rows if r["goc_worse_than_reuse"] != "—")
     text = (f"# Calibration of the reference model, DDIM-{args.steps}, {args.n} samples\n\n"
             f"Statistics: `{stem}.csv` (one row per step × site). Plot: `{stem}.png`.\n\n"
             f"Detected inflection points (FLOP-weighted mean direction cosine < 0.3): {inflections}. The rule agrees "
-            f"with 'GOC's one-step extrapolation is worse than plain reuse' (medians over sites) on {agree} of {judged} "
+            "with 'GOC's one-step extrapolation is worse than plain reuse' (medians over sites) on "
+            f"{agree} of {judged} "
             f"steps.\n\n{table}")
-    open(f"{stem}.md", "w").write(text)
+    atomic_write_text(f"{stem}.md", text)
     print(text)
 
 

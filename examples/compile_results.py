@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gocopt.atomic import atomic_write_text
 from gocopt.report import markdown_table, write_json
 from gocopt.schedule.io import load_schedule
 
@@ -40,7 +41,7 @@ def main() -> None:
             "PSNR (dB) and FD are against the uncached model with the same seeds; higher PSNR and lower FD are "
             "better. FORA+GOC(paper) is interval-K reuse (interval 2 over the first steps for budget 0.75) with the "
             "paper's w = 1.2 and hand-set correction steps; L2C-like reuses early steps, plain.\n\n" + table)
-    Path("docs/compile_results.md").write_text(text)
+    atomic_write_text("docs/compile_results.md", text)
     print(text)
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 
+from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.evaluate import SampleSet, compare, sample_batches
 from gocopt.metrics import QualityEvaluator
 from gocopt.models import REFERENCE_GUIDANCE_SCALE, reference
 from gocopt.report import environment, markdown_table, write_json
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler
-from gocopt.schedule import named_schedule
+from gocopt.schedule import GOCConfig, named_schedule
+from gocopt.schedule.named import paper_goc
 
 
 def main() -> None:
@@ -39,17 +40,18 @@ def main() -> None:
     uncached = sample_batches(model, sampler, samples, shape=(1, 8, 8), num_classes=10, desc="uncached")
     rows = [{"schedule": "uncached", "correction": "—", "cost": 1.0, "seconds": uncached[1], "speedup": 1.0,
              **evaluator.score(uncached[0], samples.labels)}]
-    inflection = round(0.85 * args.steps)
-    paper_steps = [s for s in range(2, args.steps) if s != inflection]
+    paper_steps = paper_goc(args.steps).correction_steps
     ids = tuple(compiled.sites["site"])
     for k in (2, 3):
-        configs = [("plain", GOCConfig()), ("GOC, paper (w=1.2)", GOCConfig.at_steps(1.2, paper_steps))]
+        configs = [("plain", GOCConfig()), ("GOC, paper (w=1.2)", paper_goc(args.steps))]
         configs += [(f"GOC, w={w}", GOCConfig.at_steps(float(w), paper_steps)) for w in args.sweep.split(",")]
         for label, goc in configs:
-            compiled.set_schedule(named_schedule(f"interval:{k}", ids, steps=args.steps, timesteps=sampler.timesteps, goc=goc))
+            compiled.set_schedule(named_schedule(f"interval:{k}", ids, steps=args.steps, timesteps=sampler.timesteps,
+                                                 goc=goc))
             result = compare(compiled, sampler, samples, evaluator=evaluator, reference=uncached)
             rows.append({"schedule": f"interval:{k}", "correction": label, **result})
-            print(rows[-1]["schedule"], label, f"{result['psnr_vs_uncached']:.2f} dB", f"FD {result['fd_vs_uncached']:.4f}")
+            print(rows[-1]["schedule"], label, f"{result['psnr_vs_uncached']:.2f} dB",
+                  f"FD {result['fd_vs_uncached']:.4f}")
     columns = [("schedule", "schedule", ""), ("correction", "reuse", ""), ("cost", "cost", ".3f"),
                ("psnr_vs_uncached", "PSNR vs uncached (dB)", ".2f"), ("psnr_vs_uncached_stderr", "± s.e.", ".2f"),
                ("ssim_vs_uncached", "SSIM", ".4f"), ("fd_vs_uncached", "FD vs uncached", ".4f"),
@@ -60,8 +62,9 @@ def main() -> None:
                                     "environment": environment()})
     text = (f"# GOC vs plain reuse on the reference model (DDIM-{args.steps}, CFG {REFERENCE_GUIDANCE_SCALE}, "
             f"{args.n} samples, seed set {args.seed})\n\nCorrection steps: {paper_steps} (every reused step with a "
-            f"full queue, minus the paper's inflection step {inflection}).\n\n" + markdown_table(rows, columns))
-    open(f"{args.out}.md", "w").write(text)
+            f"full queue, minus the paper's inflection step {round(0.85 * args.steps)}).\n\n" + markdown_table(rows,
+                                                                                                               columns))
+    atomic_write_text(f"{args.out}.md", text)
     print(text)
 
 

@@ -14,6 +14,7 @@ import argparse
 import numpy as np
 import torch
 
+from gocopt.atomic import atomic_write_text
 from gocopt.data import load_digits_images
 from gocopt.evaluate import SampleSet, sample_batches
 from gocopt.metrics import QualityEvaluator, frechet_distance
@@ -33,8 +34,10 @@ def main() -> None:
     for steps, seed in ((20, 0), (20, 1), (20, 2), (50, 0)):
         sampler = DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE)
         samples = SampleSet.make(args.n, seed, model.num_classes)
-        images, seconds = sample_batches(model, sampler, samples, shape=(1, 8, 8), num_classes=10, desc=f"ddim{steps}/seed{seed}")
-        rows.append({"steps": steps, "seed_set": seed, "n": args.n, "seconds": seconds, **evaluator.score(images, samples.labels)})
+        images, seconds = sample_batches(model, sampler, samples, shape=(1, 8, 8), num_classes=10,
+                                         desc=f"ddim{steps}/seed{seed}")
+        rows.append({"steps": steps, "seed_set": seed, "n": args.n, "seconds": seconds,
+                     **evaluator.score(images, samples.labels)})
     real, _ = load_digits_images()
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
     halves = real[order[: len(real) // 2]], real[order[len(real) // 2 :]]
@@ -51,7 +54,7 @@ def main() -> None:
             f"FID between two disjoint halves of the real digits: {real_halves_fid:.2f}. "
             f"Spread of the DDIM-20 FID over three seed sets: {noise['fid_ddim20_seed_sets_spread']:.2f} "
             f"(mean {noise['fid_ddim20_seed_sets_mean']:.2f}).\n")
-    open(f"{args.out}.md", "w").write(text)
+    atomic_write_text(f"{args.out}.md", text)
     print(text)
 
 

@@ -16,9 +16,8 @@ from torch._dynamo.utils import counters
 
 from gocopt.compiled import cache_model
 from gocopt.models import reference
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import named_schedule
+from gocopt.schedule import GOCConfig, named_schedule
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ _LAZY = {
     "find_sites": "gocopt.trace.sites",
     "Schedule": "gocopt.schedule.schedule",
     "named_schedule": "gocopt.schedule.named",
-    "GOCConfig": "gocopt.runtime.goc",
+    "GOCConfig": "gocopt.schedule.goc",
     "GocoptError": "gocopt.errors",
     "ScheduleError": "gocopt.errors",
     "TraceError": "gocopt.errors",

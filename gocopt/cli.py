@@ -25,7 +25,8 @@ def _device(name: str | None) -> torch.device:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="reference", help="'reference' (the shipped digits DiT) or a DiT config such as DiT-XL/2 (random weights)")
+    p.add_argument("--model", default="reference",
+                   help="'reference' (the shipped digits DiT) or a DiT config such as DiT-XL/2 (random weights)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
 
 
@@ -41,12 +42,13 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_schedule_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--schedule", default="none", help="none | interval:K | l2c:B (B = budget) | PATH to a schedule file")
+    p.add_argument("--schedule", default="none",
+                   help="none | interval:K | l2c:B (B = budget) | PATH to a schedule file")
     p.add_argument("--correction", choices=("none", "goc"), default="none", help="reuse plainly or with GOC")
     p.add_argument("--goc-w", type=float, default=1.2, help="GOC step size w (the paper's 1.2 by default)")
     p.add_argument("--goc-steps", default="paper",
-                   help="steps (0-based, comma-separated) where reused sites are corrected; 'paper' = odd steps "
-                        "from 3 except the inflection step at 85%% of the run (17 of 20), 'all' = every step")
+                   help="steps (0-based, comma-separated) where reused sites are corrected; 'paper' = every step "
+                        "from 2 except the inflection step at 85%% of the run (17 of 20), 'all' = every step")
 
 
 def _model(name: str, device: torch.device):
@@ -62,12 +64,6 @@ def _sampler(args):
                        clip_denoised=args.model == "reference")
 
 
-def paper_correction_steps(steps: int) -> list[int]:
-    """The seed paper's hand-set correction steps, generalised: odd steps from 3, minus ~85%."""
-    inflection = round(0.85 * steps)
-    return [s for s in range(3, steps, 2) if s != inflection]
-
-
 def _is_file(spec: str) -> bool:
     return spec.endswith(".json") or Path(spec).exists()
 
@@ -80,7 +76,8 @@ def _cached_model(args, model):
 
     if _is_file(args.schedule):
         if args.correction != "none":
-            raise SystemExit("gocopt: error: --correction applies to named schedules; a schedule file carries its own GOC")
+            raise SystemExit("gocopt: error: --correction applies to named schedules; a schedule file carries "
+                             "its own GOC")
         return load(model, args.schedule, sampler=_sampler(args))
     cached = cache_model(model)
     cached.set_schedule(_schedule(args, cached))
@@ -88,13 +85,13 @@ def _cached_model(args, model):
 
 
 def _schedule(args, cached):
-    from gocopt.runtime.goc import GOCConfig
-    from gocopt.schedule.named import named_schedule
+    from gocopt.schedule.goc import GOCConfig
+    from gocopt.schedule.named import named_schedule, paper_goc
 
     goc = GOCConfig()
     if args.correction == "goc":
         if args.goc_steps == "paper":
-            steps = paper_correction_steps(args.steps)
+            steps = sorted(paper_goc(args.steps).correction_steps)
         elif args.goc_steps == "all":
             steps = list(range(args.steps))
         else:
@@ -155,6 +152,7 @@ def cmd_eval(args) -> int:
 
 def cmd_compile(args) -> int:
     from gocopt.api import compile as gocopt_compile
+    from gocopt.atomic import atomic_write_text
     from gocopt.plots import save_schedule_heatmap
     from gocopt.report import compile_report
 
@@ -174,7 +172,7 @@ def cmd_compile(args) -> int:
         stem = str(out.with_suffix(""))
         save_schedule_heatmap(result.schedule, f"{stem}.png")
         report = compile_report(result.schedule, stem)
-        Path(f"{stem}.md").write_text(report)
+        atomic_write_text(f"{stem}.md", report)
         print(report)
         print(f"wrote {out}, {stem}.md, {stem}.png")
     return 0
@@ -193,7 +191,8 @@ def cmd_show(args) -> int:
         kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
     sampler = {**(schedule.sampler or {}), "steps": schedule.steps, "guidance": schedule.guidance}
     print(f"schedule   {schedule.name}  ({args.path})")
-    print(f"model      {schedule.fingerprint['class']}, {len(sites)} sites ({', '.join(f'{v} {k}' for k, v in kinds.items())})")
+    counts = ", ".join(f"{v} {k}" for k, v in kinds.items())
+    print(f"model      {schedule.fingerprint['class']}, {len(sites)} sites ({counts})")
     print(f"sampler    {', '.join(f'{k}={v}' for k, v in sampler.items())}")
     print(f"budget     {schedule.budget if schedule.budget is not None else '—'}   cost {cost:.4f} of site FLOPs   "
           f"ideal speedup {1 / cost:.2f}x")
@@ -202,7 +201,8 @@ def cmd_show(args) -> int:
     for section in ("quality", "search", "calibration"):
         if section in schedule.provenance:
             values = schedule.provenance[section]
-            print(f"{section:<10} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()))
+            print(f"{section:<10} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k,
+                                                v in values.items()))
     if args.plot:
         save_schedule_heatmap(schedule, args.plot)
         print(f"heatmap    {args.plot}")

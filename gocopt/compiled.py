@@ -111,7 +111,7 @@ class CachedModel(nn.Module):
 
     def compile(self, *, mode: str | None = None, backend: str = "inductor", fullgraph: bool = True,
                 dynamic: bool | None = False, options: dict[str, Any] | None = None,
-                disable: bool = False) -> "CachedModel":
+                disable: bool = False) -> CachedModel:
         """Compile each distinct step plan as one graph with ``torch.compile``; returns ``self``.
 
         The step lookup stays in Python (a host integer, no guards), so a schedule compiles once

@@ -6,7 +6,6 @@ happen in the same process, back to back, on the same noise and labels, so the r
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +14,8 @@ from tqdm.auto import tqdm
 from gocopt.compiled import CachedModel
 from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.quality import QualityEvaluator
-from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.sampling import Sampler, initial_noise
+from gocopt.timing import timed
 
 
 @dataclass(frozen=True)
@@ -26,30 +26,30 @@ class SampleSet:
     labels: torch.Tensor
 
     @classmethod
-    def make(cls, n: int, seed: int, num_classes: int) -> "SampleSet":
+    def make(cls, n: int, seed: int, num_classes: int) -> SampleSet:
         base = seed * 1_000_003  # disjoint seed ranges for different --seed values
         return cls(tuple(range(base, base + n)), torch.arange(n) % num_classes)
 
 
 @torch.no_grad()
-def sample_batches(model, sampler: DDIMSampler, samples: SampleSet, *, shape: tuple[int, ...], num_classes: int,
+def sample_batches(model, sampler: Sampler, samples: SampleSet, *, shape: tuple[int, ...], num_classes: int,
                    batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = True,
                    desc: str = "sampling") -> tuple[torch.Tensor, float]:
     """All samples of ``samples`` (on CPU) and the wall-clock seconds the sampling took."""
-    chunks = []
-    start = time.perf_counter()
-    for i in tqdm(range(0, len(samples.seeds), batch_size), desc=desc, disable=not progress, leave=False):
-        seeds = samples.seeds[i : i + batch_size]
-        noise = initial_noise(seeds, shape, device)
-        if isinstance(model, CachedModel):
-            model.reset()
-        chunks.append(sampler.sample(model, samples.labels[i : i + batch_size], noise, num_classes=num_classes).cpu())
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return torch.cat(chunks), time.perf_counter() - start
+    def run() -> torch.Tensor:
+        chunks = []
+        for i in tqdm(range(0, len(samples.seeds), batch_size), desc=desc, disable=not progress, leave=False):
+            noise = initial_noise(samples.seeds[i : i + batch_size], shape, device)
+            if isinstance(model, CachedModel):
+                model.reset()
+            chunks.append(sampler.sample(model, samples.labels[i : i + batch_size], noise,
+                                         num_classes=num_classes).cpu())
+        return torch.cat(chunks)
+
+    return timed(run, device)
 
 
-def compare(model: CachedModel, sampler: DDIMSampler, samples: SampleSet, *, evaluator: QualityEvaluator | None,
+def compare(model: CachedModel, sampler: Sampler, samples: SampleSet, *, evaluator: QualityEvaluator | None,
             reference: tuple[torch.Tensor, float] | None = None, batch_size: int = 500,
             device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
     """Score ``model`` (with its schedule) against the uncached original on the same samples.
@@ -63,7 +63,8 @@ def compare(model: CachedModel, sampler: DDIMSampler, samples: SampleSet, *, eva
     if reference is None:
         reference = sample_batches(original, sampler, samples, desc="uncached", **kw)
     uncached, uncached_seconds = reference
-    cached, seconds = sample_batches(model, sampler, samples, desc=model.schedule.name if model.schedule else "cached", **kw)
+    cached, seconds = sample_batches(model, sampler, samples, desc=model.schedule.name if model.schedule else "cached",
+                                     **kw)
     result: dict[str, float] = {}
     if evaluator is not None:
         result.update(evaluator.score(cached, samples.labels, reference=uncached))

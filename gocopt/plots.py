@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from gocopt.atomic import atomic_path
+
 
 def _pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display here, none needed)."""
@@ -22,12 +24,13 @@ def _save(fig, path: str | Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None, columns: int = 10) -> None:
+def save_image_grid(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None,
+                    columns: int = 10) -> None:
     """Images ``(N, C, H, W)`` in [-1, 1] → one PNG grid (first channel, ink dark), labelled by class."""
     plt = _pyplot()
 

@@ -96,7 +96,8 @@ class UViT(nn.Module):
     def __init__(self, img_size: int = 8, patch_size: int = 2, in_chans: int = 1, dim: int = 32, depth: int = 5,
                  heads: int = 2, num_classes: int = 10) -> None:
         super().__init__()
-        self.in_channels, self.input_size, self.num_classes, self.patch_size = in_chans, img_size, num_classes, patch_size
+        self.in_channels, self.input_size, self.num_classes = in_chans, img_size, num_classes
+        self.patch_size = patch_size
         self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
         self.time_embed = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
         self.label_emb = nn.Embedding(num_classes + 1, dim)
@@ -165,15 +166,18 @@ def tiny_diffusers(name: str) -> tuple[nn.Module, dict]:
     if name == "hunyuan":  # long skips: the second half of the blocks concatenates the first half's outputs
         model = diffusers.HunyuanDiT2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2,
                                             sample_size=8, hidden_size=16, num_layers=4, cross_attention_dim=32,
-                                            cross_attention_dim_t5=32, pooled_projection_dim=16, text_len=5, text_len_t5=6)
+                                            cross_attention_dim_t5=32, pooled_projection_dim=16, text_len=5,
+                                            text_len_t5=6)
         call = dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g), timestep=torch.tensor([10.0, 10.0]),
                     encoder_hidden_states=torch.randn(2, 5, 32, generator=g), text_embedding_mask=torch.ones(2, 5),
-                    encoder_hidden_states_t5=torch.randn(2, 6, 32, generator=g), text_embedding_mask_t5=torch.ones(2, 6),
+                    encoder_hidden_states_t5=torch.randn(2, 6, 32, generator=g), text_embedding_mask_t5=torch.ones(2,
+                                                                                                                   6),
                     image_meta_size=torch.tensor([[8.0, 8, 8, 8, 0, 0]] * 2), style=torch.zeros(2, dtype=torch.long),
                     return_dict=False)
     elif name == "cogvideox":  # video: (N, frames, C, H, W), text and video tokens in one attention
         model = diffusers.CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                                      out_channels=4, time_embed_dim=16, text_embed_dim=32, num_layers=2,
+                                                      out_channels=4, time_embed_dim=16, text_embed_dim=32,
+                                                      num_layers=2,
                                                       sample_width=8, sample_height=8, sample_frames=5, patch_size=2,
                                                       temporal_compression_ratio=4, max_text_seq_length=6)
         call = dict(hidden_states=torch.randn(2, 2, 4, 8, 8, generator=g),

@@ -7,15 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import OneSiteModel, site_run
 
 from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.smoothcache import smoothcache_mask, threshold_mask
 from benchmarks.peers.taylorseer import taylorseer_rule
-from conftest import OneSiteModel, site_run
 from gocopt.compiled import cache_model
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import Schedule
+from gocopt.schedule import GOCConfig, Schedule
 
 
 def test_taylorseer_extrapolates_from_the_last_two_computed_values():
@@ -65,6 +64,7 @@ def test_first_block_cache_threshold_zero_recomputes_and_decisions_are_per_sampl
     torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     from benchmarks.head_to_head import main
 
@@ -85,6 +85,7 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     assert "gocopt compile (searched + fitted GOC)" in text and "DDIM-10" in text and "| DiT-S/2 | 1 |" in text
 
 
+@pytest.mark.slow
 def test_quick_diffusers_comparison_measures_every_cache(tmp_path):
     pytest.importorskip("transformers")
     from benchmarks.diffusers_caches import main
@@ -100,6 +101,7 @@ def test_quick_diffusers_comparison_measures_every_cache(tmp_path):
         assert 0 < row["cost"] < 1.0, row  # every cache really skipped work (measured FLOPs)
 
 
+@pytest.mark.slow
 def test_quick_gpu_speed_times_every_row_within_its_budget(tmp_path):
     from benchmarks.gpu_speed import BUDGETS, main
 

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from gocopt.cli import main, paper_correction_steps
+from gocopt.cli import main
+from gocopt.schedule.named import interval_mask, paper_goc
 
 
 def test_eval_prints_one_json_object_with_quality_and_cost(capsys):
@@ -44,8 +45,12 @@ def test_bad_schedule_is_a_clear_error_not_a_traceback(capsys):
     assert "unknown schedule 'fora:2'" in capsys.readouterr().err
 
 
-def test_paper_correction_steps_for_20_steps_are_the_seed_papers():
-    assert paper_correction_steps(20) == [3, 5, 7, 9, 11, 13, 15, 19]
+def test_paper_settings_correct_the_seed_papers_steps_on_its_schedule():
+    """One definition of the paper's settings (gocopt.schedule.named.paper_goc): on the interval-2
+    schedule of 20 steps the corrected reused steps are GOC.md's {3, 5, …, 15, 19}."""
+    goc = paper_goc(20)
+    reused = {s for s, computed in enumerate(interval_mask(20, 1, 2)[:, 0]) if not computed}
+    assert sorted(reused & goc.correction_steps) == [3, 5, 7, 9, 11, 13, 15, 19] and goc.w == 1.2
 
 
 BAD_INVOCATIONS = [
@@ -71,7 +76,7 @@ def test_bad_invocations_get_one_line_naming_problem_and_fix(argv, says, capsys,
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    for name in ("gocopt.evaluate.sample_batches", "gocopt.api.compile", "gocopt.trace.sites.find_sites",
+    for name in ("gocopt.evaluate.sample_batches", "gocopt.api.compile_model", "gocopt.trace.sites.find_sites",
                  "gocopt.models.model_by_name"):
         monkeypatch.setattr(name, no_work)
     assert main(argv) == 2

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import gocopt
-from gocopt.api import HELDOUT_SEED_BASE
+from gocopt.driver import HELDOUT_SEED_BASE
 from gocopt.evaluate import SampleSet
 from gocopt.metrics.fidelity import psnr
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule.io import load_schedule
 
+pytestmark = pytest.mark.slow  # end to end: every committed file, sampled against the uncached model
 SCHEDULES = sorted((Path(__file__).parent.parent / "schedules").glob("reference_*.json"))
 N = 100
 

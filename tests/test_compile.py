@@ -122,6 +122,7 @@ def _worker(storage: str, trials: int, seed: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     workers = [_worker(storage, 10, seed) for seed in (0, 1)]
@@ -132,6 +133,7 @@ def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tmp_path)
     assert len({t.number for t in study.trials}) == len(study.trials)
 
 
+@pytest.mark.slow
 def test_two_workers_on_a_journal_file(tmp_path):
     storage = str(tmp_path / "study.log")
     workers = [_worker(storage, 6, seed) for seed in (0, 1)]
@@ -151,10 +153,11 @@ def test_a_stopped_study_resumes(tmp_path):
 
 
 def test_objective_runs_with_a_fixed_trial(tiny_model):
+    import torch
+
     from gocopt.calibrate import calibrate
     from gocopt.sampling import initial_noise
     from gocopt.search import ScheduleObjective, SearchSet
-    import torch
 
     compiled = cache_model(tiny_model)
     sampler = DDIMSampler(steps=8, guidance_scale=4.0)
@@ -169,4 +172,6 @@ def test_objective_runs_with_a_fixed_trial(tiny_model):
     state = compiled.runtime.state
     assert state.reused > 0 and state.corrected > 0  # the trial really reused and corrected
     assert list(calibration.stats.columns[:3]) == ["step", "timestep", "site"]
-    assert calibration.stats["direction_cos"].between(-1, 1).all() or calibration.stats["direction_cos"].isna().any()
+    cosine = calibration.stats.set_index("step")["direction_cos"]
+    assert cosine.loc[[0, 1]].isna().all()  # two differences are needed: undefined at steps 0 and 1 only
+    assert cosine.drop([0, 1]).between(-1 - 1e-9, 1 + 1e-9).all()

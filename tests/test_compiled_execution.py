@@ -7,16 +7,15 @@ import contextlib
 import pytest
 import torch
 import torch._dynamo
+from conftest import sample
 
 import gocopt
 from benchmarks.reuse_traffic import reuse_traffic
-from conftest import sample
 from gocopt.compiled import cache_model
 from gocopt.errors import GocoptError
 from gocopt.models import model_by_name
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import named_schedule
+from gocopt.schedule import GOCConfig, named_schedule
 from gocopt.trace.traffic import SyncCounter
 
 COMMITTED = "schedules/reference_ddim20_b0.50.json"

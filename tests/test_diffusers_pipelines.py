@@ -8,8 +8,8 @@ import torch
 import gocopt
 from gocopt.errors import ScheduleError
 from gocopt.integrations.diffusers import install
-from gocopt.schedule import all_compute
 from gocopt.integrations.tiny import pipeline
+from gocopt.schedule import all_compute
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")  # the PixArt / SD3 / Flux pipeline modules import it
@@ -175,7 +175,8 @@ def test_reference_weights_run_in_a_real_dit_pipeline():
     labels = torch.arange(6)
     generators = [torch.Generator().manual_seed(i) for i in range(6)]
     with torch.no_grad():
-        images = pipe(class_labels=labels.tolist(), generator=generators, num_inference_steps=20, output_type="pt").images
+        images = pipe(class_labels=labels.tolist(), generator=generators, num_inference_steps=20,
+                      output_type="pt").images
     ours = DDIMSampler(steps=20, guidance_scale=4.0).sample(model, labels, initial_noise(range(6), (1, 8, 8)),
                                                             num_classes=10)
     assert (images * 2 - 1 - ours.clamp(-1, 1)).abs().max() <= 1e-4

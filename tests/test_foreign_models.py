@@ -6,20 +6,20 @@ import logging
 
 import pytest
 import torch
+from foreign_models import OriginalDiT, UViT, UViTWithOddParts
 from torch import nn
 
 import gocopt
-from foreign_models import OriginalDiT, UViT, UViTWithOddParts
-from gocopt.api import for_model
 from gocopt.compiled import cache_model
+from gocopt.driver import for_model
 from gocopt.errors import GocoptError, ScheduleError
 from gocopt.models import model_by_name
 from gocopt.models.convention import dit_spec
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import all_compute, named_schedule
+from gocopt.schedule import GOCConfig, all_compute, named_schedule
 
 SAMPLER = DDIMSampler(steps=6, guidance_scale=2.0)
+GOC = GOCConfig.at_steps(0.8, range(2, 6))
 
 
 def _sample(model, n: int = 3, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -27,7 +27,7 @@ def _sample(model, n: int = 3, dtype: torch.dtype = torch.float32) -> torch.Tens
     return SAMPLER.sample(model, torch.arange(n) % 10, noise, num_classes=10)
 
 
-def _interval(compiled, goc: GOCConfig = GOCConfig.at_steps(0.8, range(2, 6))):
+def _interval(compiled, goc: GOCConfig = GOC):
     return named_schedule("interval:2", tuple(compiled.sites["site"]), steps=6, timesteps=SAMPLER.timesteps, goc=goc)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from conftest import sample
+
 from gocopt.data import load_digits_images, train_test_split_indices
 from gocopt.metrics import frechet_distance, load_classifier, psnr, relative_l2, ssim
 from gocopt.metrics.fidelity import PSNR_CAP_DB
@@ -55,7 +55,8 @@ def test_paired_fidelity_metrics():
     assert torch.allclose(ssim(a, a), torch.ones(4, dtype=torch.float64))
     assert torch.all(relative_l2(a, a) == 0)
     shifted = a + 0.02
-    assert torch.allclose(psnr(shifted, a), torch.full((4,), 10 * np.log10(4 / 0.02**2), dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(psnr(shifted, a), torch.full((4,), 10 * np.log10(4 / 0.02**2), dtype=torch.float64),
+                          atol=1e-3)
     assert torch.all(ssim(a + 0.3 * torch.randn_like(a), a) < 0.95)
 
 

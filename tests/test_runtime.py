@@ -8,14 +8,14 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-
 from conftest import OneSiteModel, sample, site_run
+
 from gocopt.compiled import cache_model
 from gocopt.errors import ScheduleError
-from gocopt.runtime import CacheRuntime, GOCConfig
+from gocopt.runtime import CacheRuntime
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.sampling.run import sampling_run
-from gocopt.schedule import Schedule, all_compute, named_schedule
+from gocopt.schedule import GOCConfig, Schedule, all_compute, named_schedule
 from gocopt.trace.flops import count_flops
 
 
@@ -151,7 +151,8 @@ def test_more_steps_than_the_schedule_is_refused():
         for _ in range(2):
             runtime.begin_call(None)
             runtime.end_call(None)
-        with pytest.raises(ScheduleError, match="more steps than the schedule: it was made for 2 steps, and this is call 3"):
+        with pytest.raises(ScheduleError,
+                           match="more steps than the schedule: it was made for 2 steps, and this is call 3"):
             runtime.begin_call(None)
 
 
@@ -174,7 +175,8 @@ def test_schedule_for_other_sites_is_refused(compiled_tiny):
 
 
 def test_named_schedules_and_their_costs(compiled_tiny):
-    ids, flops, blocks = tuple(compiled_tiny.sites["site"]), compiled_tiny.site_flops, list(compiled_tiny.sites["block"])
+    ids, flops = tuple(compiled_tiny.sites["site"]), compiled_tiny.site_flops
+    blocks = list(compiled_tiny.sites["block"])
     assert named_schedule("none", ids, steps=20).cost(flops) == 1.0
     assert named_schedule("interval:2", ids, steps=20).cost(flops) == 0.5
     assert named_schedule("interval:3", ids, steps=21).cost(flops) == pytest.approx(1 / 3)

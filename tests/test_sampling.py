@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import sample
+
 from gocopt.sampling import DDIMSampler, GaussianDiffusion, initial_noise
 
 
@@ -59,3 +59,15 @@ def test_sampler_calls_the_model_once_per_step_with_batched_guidance(tiny_model)
     sampler = DDIMSampler(steps=7)
     sampler.sample(counting, torch.arange(3), initial_noise(range(3), (1, 8, 8)), num_classes=10)
     assert calls == sampler.timesteps
+
+
+def test_gocopt_ddim_and_the_pipeline_adapter_are_both_samplers():
+    from gocopt.integrations.diffusers import PipelineSampler
+    from gocopt.sampling import DDIMSampler, Sampler
+
+    assert isinstance(DDIMSampler(steps=4), Sampler)
+    pytest.importorskip("diffusers")
+    from gocopt.integrations.tiny import pipeline
+
+    pipe, inputs, _ = pipeline("dit")
+    assert isinstance(PipelineSampler(pipe, inputs, 4), Sampler)

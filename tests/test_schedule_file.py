@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import sample
-from gocopt.api import for_model, load
+from gocopt.api import load
 from gocopt.compiled import cache_model
+from gocopt.driver import for_model
 from gocopt.errors import ScheduleError
 from gocopt.models import dit, model_by_name
 from gocopt.models.reference import randomize_adaln
-from gocopt.runtime import GOCConfig
 from gocopt.sampling import DDIMSampler
-from gocopt.schedule import named_schedule
+from gocopt.schedule import GOCConfig, named_schedule
 from gocopt.schedule.io import from_document, load_schedule, save_schedule, to_document
 
 SAMPLER = DDIMSampler(steps=10, guidance_scale=2.0)
@@ -33,7 +33,8 @@ def saved(tmp_path_factory, tiny_model):
     compiled = cache_model(tiny_model)
     schedule = named_schedule("interval:2", tuple(compiled.sites["site"]), steps=10, timesteps=SAMPLER.timesteps,
                               goc=GOCConfig.at_steps(0.7, range(2, 10)))
-    schedule = for_model(schedule.replace(budget=0.5, provenance={"quality": {"psnr_vs_uncached": 40.0}}), compiled, SAMPLER)
+    schedule = for_model(schedule.replace(budget=0.5, provenance={"quality": {"psnr_vs_uncached": 40.0}}), compiled,
+                         SAMPLER)
     path = tmp_path_factory.mktemp("schedules") / "tiny.json"
     save_schedule(schedule, path)
     return path, schedule
@@ -64,6 +65,7 @@ def test_file_is_diffable_one_mask_string_per_step(saved):
     assert text == json.dumps(document, indent=2, sort_keys=True) + "\n"  # stable order and formatting
 
 
+@pytest.mark.slow
 def test_loaded_in_a_fresh_process_gives_bit_identical_samples(saved, tmp_path, tiny_model):
     path, _ = saved
     compiled = load(tiny_model, path, sampler=SAMPLER)
@@ -179,7 +181,8 @@ def test_show_summarises_and_plots(saved, tmp_path, capsys):
 # -- fuzzing: whatever the bytes, the loader raises ScheduleError or returns a valid schedule ----
 
 _json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True) | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                 max_size=3),
                      max_leaves=8)
 
 

@@ -10,11 +10,11 @@ from torch import nn
 
 from gocopt.compiled import cache_model
 from gocopt.errors import TraceError
+from gocopt.integrations.tiny import build
 from gocopt.models import model_by_name
 from gocopt.models.dit import DiTBlock
 from gocopt.trace import find_sites
 from gocopt.trace.tracer import GuardError
-from gocopt.integrations.tiny import build
 
 
 def test_dit_s2_has_exactly_an_attention_and_an_mlp_site_per_block():

@@ -22,7 +22,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from gocopt.atomic import atomic_path
 from gocopt.compiled import CachedModel
+from gocopt.sampling import Sampler
 from gocopt.schedule.schedule import all_compute
 
 GOC_PROBE_WEIGHTS = (0.4, 0.8, 1.2)
@@ -39,8 +41,8 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         """The statistics as CSV (the samples are cheap to regenerate from the seeds)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.stats.to_csv(path, index=False, float_format="%.6g")
+        with atomic_path(path) as tmp:
+            self.stats.to_csv(tmp, index=False, float_format="%.6g")
 
     def matrix(self, column: str) -> torch.Tensor:
         """``column`` as a (steps, sites) tensor (NaN where undefined, e.g. step 0)."""
@@ -55,7 +57,7 @@ class Calibration:
 
 
 @torch.no_grad()
-def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch.Tensor, *, num_classes: int,
+def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *, num_classes: int,
               seeds: tuple[int, ...] | None = None) -> Calibration:
     """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics."""
     previous = compiled.schedule
@@ -67,7 +69,8 @@ def calibrate(compiled: CachedModel, sampler, labels: torch.Tensor, noise: torch
         current = torch.cat([v.detach().reshape(-1).double() for v in value])
         context = compiled.runtime.context_name
         past = history.setdefault((context, site), [])
-        row = {"step": step, "site": site, "context": context, "rel_change": float("nan"), "direction_cos": float("nan")}
+        row = {"step": step, "site": site, "context": context, "rel_change": float("nan"),
+               "direction_cos": float("nan")}
         row.update({f"err_goc_w{w}": float("nan") for w in GOC_PROBE_WEIGHTS})
         norm = current.norm().clamp_min(1e-12)
         if len(past) >= 1:

@@ -30,8 +30,12 @@ import torch
 from torch import nn
 
 from gocopt.compiled import CachedModel, cache_model
+from gocopt.driver import HELDOUT_SEED_BASE, SEARCH_SEED_BASE, HeldOut, load_model, search_budgets
 from gocopt.errors import GocoptError, ScheduleError
+from gocopt.evaluate import SampleSet
 from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
+from gocopt.schedule.io import load_schedule
+from gocopt.search import check_budget
 from gocopt.trace.capture import first_call
 
 logger = logging.getLogger(__name__)
@@ -40,7 +44,8 @@ _HOOK_ATTR = "_gocopt_set_timesteps"
 
 def is_pipeline(obj: Any) -> bool:
     """A diffusers-style pipeline: callable, with a transformer and a scheduler."""
-    return callable(obj) and hasattr(obj, "transformer") and hasattr(obj, "scheduler") and not isinstance(obj, nn.Module)
+    return callable(obj) and hasattr(obj, "transformer") and hasattr(obj, "scheduler") and not isinstance(obj,
+                                                                                                          nn.Module)
 
 
 def _original_transformer(pipe: Any) -> nn.Module:
@@ -80,14 +85,16 @@ def merge_inputs(inputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 class PipelineSampler:
     """gocopt's sampler interface over a diffusers pipeline, so calibration and search run it.
 
-    ``sample(model, labels, noise)`` runs the pipeline once with ``model`` as its transformer:
-    ``labels`` index ``inputs`` (one dict of pipeline arguments per entry: ``class_labels``,
-    ``prompt`` or precomputed ``prompt_embeds``), ``noise`` holds one seed per sample (each sample
+    ``sample(model, input_indices, seeds)`` runs the pipeline once with ``model`` as its transformer:
+    ``input_indices`` index ``inputs`` (one dict of pipeline arguments per entry: ``class_labels``,
+    ``prompt`` or precomputed ``prompt_embeds``), ``seeds`` holds one seed per sample (each sample
     gets its own generator, so a sample never depends on its batch). It returns the pipeline's
-    final latents (or, for pipelines without latent output, its ``pt`` images).
+    final latents (or, for pipelines without latent output, its ``pt`` images). A
+    :class:`~gocopt.sampling.Sampler`.
     """
 
-    def __init__(self, pipe: Any, inputs: Sequence[dict[str, Any]], steps: int, call_kwargs: dict | None = None) -> None:
+    def __init__(self, pipe: Any, inputs: Sequence[dict[str, Any]], steps: int,
+                 call_kwargs: dict | None = None) -> None:
         if not inputs:
             raise GocoptError("compiling a pipeline needs calibration inputs: inputs=[{'class_labels': 3}, …] or "
                               "[{'prompt': 'a photo of a cat'}, …] or precomputed prompt embeddings")
@@ -111,11 +118,13 @@ class PipelineSampler:
                 "example_input": example if serialisable else None}
 
     @torch.no_grad()
-    def sample(self, model: nn.Module, labels: torch.Tensor, noise: torch.Tensor, *, num_classes: int | None = None,
-               progress: bool = False) -> torch.Tensor:
-        inputs = merge_inputs([self.inputs[int(i)] for i in labels])
+    def sample(self, model: nn.Module, input_indices: torch.Tensor, seeds: torch.Tensor, /, *,
+               num_classes: int | None = None, progress: bool = False) -> torch.Tensor:
+        """The pipeline run once with ``model`` as its transformer on ``inputs[i]`` for each index,
+        sample ``k`` drawn from its own generator seeded ``seeds[k]``."""
+        inputs = merge_inputs([self.inputs[int(i)] for i in input_indices])
         device = next(_original_transformer(self.pipe).parameters()).device
-        generators = [torch.Generator(device).manual_seed(int(s)) for s in noise]
+        generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
         recorded: list[tuple[float | None, str]] = []
         hook = None
         if isinstance(model, CachedModel) and self.timesteps is None:
@@ -167,10 +176,6 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
     is scored on ``heldout_samples`` other seeds; one schedule per budget (the first is installed,
     all are returned as compiled transformers). Returns the pipeline.
     """
-    from gocopt.api import HELDOUT_SEED_BASE, SEARCH_SEED_BASE, HeldOut, search_budgets
-    from gocopt.evaluate import SampleSet
-    from gocopt.search import check_budget
-
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     for b in budgets:
         check_budget(b, steps)
@@ -285,8 +290,6 @@ def load_pipeline(pipe: Any, path: str | Path, *, inputs: Sequence[dict[str, Any
     example input the schedule recorded, for class labels and prompts) with the pipeline
     arguments recorded at compile time (updated by ``call_kwargs``) and stopped at that call.
     """
-    from gocopt.api import load
-    from gocopt.schedule.io import load_schedule
 
     remove(pipe)
     schedule = load_schedule(path)
@@ -300,7 +303,8 @@ def load_pipeline(pipe: Any, path: str | Path, *, inputs: Sequence[dict[str, Any
                           "gocopt.load so the transformer can be traced on a real call")
     kwargs = {**recorded.get("call_kwargs", {}), **(call_kwargs or {})}
     call = capture_call(pipe, PipelineSampler(pipe, example, schedule.steps, kwargs), 0)
-    return install(pipe, load(_original_transformer(pipe), path, example_inputs=call, check_weights=check_weights))
+    return install(pipe, load_model(_original_transformer(pipe), path, example_inputs=call,
+                                    check_weights=check_weights))
 
 
 def _plain(kwargs: dict) -> dict:

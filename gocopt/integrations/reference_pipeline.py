@@ -3,7 +3,8 @@
 ``reference_pipeline()`` puts gocopt's trained reference model (converted by
 :mod:`gocopt.integrations.dit_weights`) into ``DiTPipeline`` with a ``DDIMScheduler`` set up as
 gocopt's DDIM (linear betas 1e-4…0.02, ``linspace`` timesteps 999 … 0, final alpha 1, x0 clipped
-to [-1, 1], see ``ReferenceDDIMScheduler``) and :class:`PixelDecoder` as its VAE: the reference model works on 8×8 pixels, so
+to [-1, 1], see ``ReferenceDDIMScheduler``) and :class:`PixelDecoder` as its VAE: the reference model works
+on 8×8 pixels, so
 "decoding" is the identity. ``DiTPipeline`` returns images in [0, 1]; ``2·x − 1`` gives gocopt's
 [-1, 1] samples.
 """

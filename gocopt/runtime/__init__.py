@@ -1,7 +1,6 @@
 """The runtime the compiled model consults at every call: schedule, step plans, kept values."""
 
-from gocopt.runtime.goc import GOCConfig
 from gocopt.runtime.runtime import CacheRuntime
 from gocopt.runtime.state import RunState
 
-__all__ = ["CacheRuntime", "GOCConfig", "RunState"]
+__all__ = ["CacheRuntime", "RunState"]

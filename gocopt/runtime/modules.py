@@ -128,7 +128,8 @@ class BlockCacheSite(_Delegating):
             self._outputs = len(value)
         else:
             coefficients = [c for _, c in action.terms]
-            value = tuple(predict(coefficients, [past[age][j] for age, _ in action.terms]) for j in range(self._outputs))
+            value = tuple(predict(coefficients, [past[age][j] for age,
+                                                 _ in action.terms]) for j in range(self._outputs))
             deltas = iter(value)
             leaves = [v if v is not None else (d := next(deltas)) + self._stream_for(d, inputs)
                       for v in self._leaf_template]

@@ -6,6 +6,8 @@ cache runtime can count steps; the model itself never sees a step index.
 
 from gocopt.sampling.ddim import GUIDANCE_MODES, DDIMSampler, initial_noise
 from gocopt.sampling.diffusion import GaussianDiffusion
+from gocopt.sampling.protocol import Sampler
 from gocopt.sampling.run import SamplingRun, sampling_run
 
-__all__ = ["GUIDANCE_MODES", "DDIMSampler", "GaussianDiffusion", "SamplingRun", "initial_noise", "sampling_run"]
+__all__ = ["GUIDANCE_MODES", "DDIMSampler", "GaussianDiffusion", "Sampler", "SamplingRun", "initial_noise",
+           "sampling_run"]

@@ -66,7 +66,8 @@ def model_fingerprint(model: nn.Module, sites: pd.DataFrame, *, weights: bool = 
         "parameters_sha256": hashlib.sha256(shapes.encode()).hexdigest(),
         "config": _config_of(model),
         "sites": [
-            {"id": str(row.site), "kind": str(row.kind), "block": int(row.block), "flops_share": round(float(row.flops_share), 6)}
+            {"id": str(row.site), "kind": str(row.kind), "block": int(row.block),
+             "flops_share": round(float(row.flops_share), 6)}
             for row in sites.itertuples()
         ],
     }
@@ -84,7 +85,8 @@ def check_fingerprint(recorded: Mapping[str, Any], found: Mapping[str, Any], *, 
     """Raise a ``ScheduleError`` naming the first field where ``found`` differs from ``recorded``."""
     fix = "re-run gocopt.compile for this model (the schedule was made for another one)"
     if recorded["class"] != found["class"]:
-        raise ScheduleError(f"model.class: schedule was made for {recorded['class']}, this model is {found['class']}; {fix}")
+        raise ScheduleError(f"model.class: schedule was made for {recorded['class']}, this model is "
+                            f"{found['class']}; {fix}")
     if recorded["parameters_sha256"] != found["parameters_sha256"]:
         differences = [f"{k}: expected {recorded['config'].get(k)!r}, found {found['config'].get(k)!r}"
                        for k in sorted(set(recorded.get("config", {})) | set(found.get("config", {})))
@@ -96,7 +98,8 @@ def check_fingerprint(recorded: Mapping[str, Any], found: Mapping[str, Any], *, 
         raise ScheduleError(f"model.sites: schedule has {len(rec_sites)} sites, the model {len(found_sites)}; {fix}")
     for i, (a, b) in enumerate(zip(rec_sites, found_sites)):
         if (a["id"], a["kind"]) != (b["id"], b["kind"]):
-            raise ScheduleError(f"model.sites[{i}]: expected {a['id']} ({a['kind']}), found {b['id']} ({b['kind']}); {fix}")
+            raise ScheduleError(f"model.sites[{i}]: expected {a['id']} ({a['kind']}), found {b['id']} "
+                                f"({b['kind']}); {fix}")
         if not math.isclose(a["flops_share"], b["flops_share"], rel_tol=1e-2, abs_tol=1e-5):
             raise ScheduleError(f"model.sites[{i}].flops_share: expected {a['flops_share']}, found {b['flops_share']} "
                                 f"(another input resolution?); {fix}")

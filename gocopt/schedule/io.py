@@ -24,7 +24,7 @@ import numpy as np
 
 from gocopt.atomic import atomic_write_text
 from gocopt.errors import ScheduleError
-from gocopt.runtime.goc import GOCConfig
+from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.schedule import Schedule
 
 FORMAT = "gocopt-schedule"
@@ -113,7 +113,8 @@ def _from_document(document: Any, source: str) -> Schedule:
     if not isinstance(document, dict):
         raise ScheduleError(f"{source}: a schedule is a JSON object, found {type(document).__name__}")
     if document.get("format") != FORMAT:
-        raise ScheduleError(f"{source}: format is {document.get('format')!r}, expected {FORMAT!r}; not a gocopt schedule")
+        raise ScheduleError(f"{source}: format is {document.get('format')!r}, expected {FORMAT!r}; "
+                            "not a gocopt schedule")
     version = document.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise ScheduleError(f"{source}: format_version {version} is newer than this gocopt reads ({FORMAT_VERSION}); "
@@ -124,10 +125,12 @@ def _from_document(document: Any, source: str) -> Schedule:
     if len(rows) != steps:
         raise ScheduleError(f"{source}: mask has {len(rows)} rows but sampler.steps is {steps}")
     if len(sampler["timesteps"]) != steps:
-        raise ScheduleError(f"{source}: sampler.timesteps has {len(sampler['timesteps'])} entries but sampler.steps is {steps}")
+        raise ScheduleError(f"{source}: sampler.timesteps has {len(sampler['timesteps'])} entries but "
+                            f"sampler.steps is {steps}")
     bad = next((i for i, r in enumerate(rows) if len(r) != len(sites)), None)
     if bad is not None:
-        raise ScheduleError(f"{source}: mask row {bad} has {len(rows[bad])} characters but the model has {len(sites)} sites")
+        raise ScheduleError(f"{source}: mask row {bad} has {len(rows[bad])} characters but the model has "
+                            f"{len(sites)} sites")
     mask = np.array([[c == "1" for c in row] for row in rows], dtype=bool)
     shares = np.array([s["flops_share"] for s in sites], dtype=np.float64)
     if shares.sum() <= 0:

@@ -14,8 +14,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from gocopt.errors import ScheduleError
-from gocopt.runtime.goc import GOCConfig
+from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.schedule import Schedule
+
+PAPER_W = 1.2  # the GOC paper's hand-set step size for the interval-2 schedule (GOC.md §3)
+
+
+def paper_goc(steps: int, w: float = PAPER_W) -> GOCConfig:
+    """The GOC paper's hand-set correction, for any step count: every step from 2 on (the first step
+    with two values queued), except the inflection step at 85 % of the run (17 of 20, GOC.md §4).
+    On the interval-2 schedule the corrected (reused) steps are exactly the paper's {3, 5, …, 15, 19}."""
+    inflection = round(0.85 * steps)
+    return GOCConfig.at_steps(w, [s for s in range(2, steps) if s != inflection])
 
 
 def interval_mask(steps: int, num_sites: int, k: int) -> np.ndarray:

@@ -92,7 +92,7 @@ class StepPlan:
     def corrected(self) -> int:
         return sum(a is not None and not a.is_plain for a in self.actions)
 
-    def restrict(self, sites: Sequence[int]) -> "StepPlan":
+    def restrict(self, sites: Sequence[int]) -> StepPlan:
         """The part of this plan that concerns ``sites`` (one graph's), with their own order."""
         keep = set(sites)
         return StepPlan(tuple(self.actions[i] for i in sites), tuple(e for e in self.keep_in if e[0] in keep),
@@ -125,7 +125,8 @@ def plan_run(schedule: Schedule, rule: ReuseRule = goc_rule, *, observe: bool = 
     for step, row in enumerate(actions):
         for site, action in enumerate(row):
             if (action is None) != bool(schedule.mask[step, site]):
-                raise ScheduleError(f"reuse rule disagrees with the mask at step {step}, site {schedule.site_ids[site]}")
+                raise ScheduleError(f"reuse rule disagrees with the mask at step {step}, "
+                                    f"site {schedule.site_ids[site]}")
             for age, _ in action.terms if action is not None else ():
                 if age > step:
                     raise ScheduleError(f"step {step} of site {schedule.site_ids[site]} reads a value from "

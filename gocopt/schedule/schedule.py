@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gocopt.errors import ScheduleError
-from gocopt.runtime.goc import GOCConfig
+from gocopt.schedule.goc import GOCConfig
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +101,8 @@ class Schedule:
         """Refuse to run on a model whose sites differ from the ones this schedule was made for."""
         site_ids = tuple(site_ids)
         if site_ids != self.site_ids:
-            diff = next((i for i, (a, b) in enumerate(zip(site_ids, self.site_ids)) if a != b), min(len(site_ids), len(self.site_ids)))
+            diff = next((i for i, (a, b) in enumerate(zip(site_ids, self.site_ids)) if a != b), min(len(site_ids),
+                                                                                                    len(self.site_ids)))
             raise ScheduleError(
                 f"schedule {self.name!r} was made for {len(self.site_ids)} sites, the model has {len(site_ids)}; "
                 f"first difference at column {diff}: schedule "
@@ -109,7 +110,7 @@ class Schedule:
                 f"{site_ids[diff] if diff < len(site_ids) else '<none>'!r}; re-run gocopt.compile for this model"
             )
 
-    def replace(self, **changes: Any) -> "Schedule":
+    def replace(self, **changes: Any) -> Schedule:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -119,6 +120,8 @@ class Schedule:
                 f"reused={reused:.1%} of site-steps, goc={self.goc!r})")
 
 
-def all_compute(site_ids: Sequence[str], steps: int, timesteps: Sequence[float] | None = None, **fields: Any) -> Schedule:
+def all_compute(site_ids: Sequence[str], steps: int, timesteps: Sequence[float] | None = None,
+                **fields: Any) -> Schedule:
     """The schedule that computes everything: the compiled model equals the original bit for bit."""
-    return Schedule(np.ones((steps, len(site_ids)), dtype=bool), tuple(site_ids), timesteps, GOCConfig(), "none", **fields)
+    return Schedule(np.ones((steps, len(site_ids)), dtype=bool), tuple(site_ids), timesteps, GOCConfig(), "none",
+                    **fields)

@@ -14,6 +14,7 @@ import torch
 
 from gocopt.compiled import CachedModel
 from gocopt.metrics.fidelity import psnr
+from gocopt.sampling import Sampler
 from gocopt.schedule.schedule import Schedule
 from gocopt.search.space import FAMILIES, Candidate, SpaceContext, build_goc, build_mask
 
@@ -46,7 +47,7 @@ class SearchSet:
 class ScheduleObjective:
     """Maximise mean per-sample PSNR against the uncached samples, at cost ≤ budget."""
 
-    def __init__(self, compiled: CachedModel, sampler, ctx: SpaceContext, budget: float, search_set: SearchSet,
+    def __init__(self, compiled: CachedModel, sampler: Sampler, ctx: SpaceContext, budget: float, search_set: SearchSet,
                  num_classes: int) -> None:
         self._compiled = compiled
         self._sampler = sampler

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from gocopt.errors import ScheduleError
-from gocopt.runtime.goc import GOCConfig
+from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.named import interval_mask, l2c_mask
 
 FAMILIES = ("greedy", "interval", "l2c")
@@ -86,7 +86,8 @@ def priority(candidate: Candidate, ctx: SpaceContext) -> np.ndarray:
     score = candidate.alpha * np.log(np.clip(err, 1e-6, None))
     steps = np.arange(ctx.steps)[:, None] / max(1, ctx.steps - 1)
     depth = ctx.site_blocks[None, :] / max(1, ctx.site_blocks.max())
-    score = score - candidate.step_bias * (1 - steps) - candidate.depth_bias * depth - candidate.mlp_bias * ctx.site_is_mlp[None, :]
+    score = (score - candidate.step_bias * (1 - steps) - candidate.depth_bias * depth
+             - candidate.mlp_bias * ctx.site_is_mlp[None, :])
     score[0] = np.inf
     return score
 

@@ -19,7 +19,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from gocopt.search.objective import ScheduleObjective, W_MAX
+from gocopt.search.objective import W_MAX, ScheduleObjective
 from gocopt.search.space import Candidate
 
 logger = logging.getLogger(__name__)

@@ -133,7 +133,8 @@ def _residual_pair(node: fx.Node, ancestors: _Memo) -> tuple[fx.Node, fx.Node] |
 
 def _strip_gate(branch: fx.Node, stream: fx.Node, ancestors: _Memo) -> fx.Node:
     """``gate * y`` → ``y`` when the gate is computed from the conditioning alone."""
-    is_mul = (branch.op == "call_function" and branch.target in _MUL) or (branch.op == "call_method" and branch.target == "mul")
+    is_mul = ((branch.op == "call_function" and branch.target in _MUL)
+              or (branch.op == "call_method" and branch.target == "mul"))
     if not is_mul or len(branch.args) < 2:
         return branch
     p, q = branch.args[0], branch.args[1]

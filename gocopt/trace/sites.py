@@ -97,7 +97,8 @@ class TracedModel:
         rows = [
             {
                 "site": s.site_id, "block": s.block, "kind": s.kind, "granularity": s.granularity,
-                "trace": "whole model" if self.mode == "whole" else ("block cached whole" if s.granularity == "block" else "per block"),
+                "trace": "whole model" if self.mode == "whole"
+                else ("block cached whole" if s.granularity == "block" else "per block"),
                 "flops": s.flops, "flops_share": s.flops / max(1, self.site_flops), "outputs": s.outputs,
                 "nodes": ",".join(s.nodes),
             }
@@ -153,7 +154,8 @@ def trace_sites(model: nn.Module, example_inputs: Any = None) -> TracedModel:
 
 def _trace_per_block(model, call, calls, by_module, block_flops, first_error) -> TracedModel:
     traced = TracedModel(model, call, "per_block", {}, {}, [], [], list(calls), block_flops,
-                         notes=[f"whole-model trace failed: {type(first_error).__name__}: {str(first_error).splitlines()[0][:200]}"])
+                         notes=[f"whole-model trace failed: {type(first_error).__name__}: "
+                                f"{str(first_error).splitlines()[0][:200]}"])
     node_flops = {}
     for path, (args, kwargs) in calls.items():
         block = model.get_submodule(path)
@@ -235,7 +237,8 @@ def _number_sites(traced: TracedModel, node_flops: dict[str, dict[str, int]], by
             site_id = module_path if module_path != block else f"{block}.{bs.kind}"
             flops = sum(node_flops[graph_path].get(n.name, 0) for n in bs.nodes)
             found.append((block_index[block], order, Site(0, site_id, block_index[block], bs.kind, graph_path,
-                                                          "branch", flops, tuple(n.name for n in bs.nodes), len(bs.outputs)), bs))
+                                                          "branch", flops, tuple(n.name for n in bs.nodes),
+                                                          len(bs.outputs)), bs))
     for path in traced.block_sites:
         found.append((block_index[path], 0, Site(0, f"{path}.block", block_index[path], "block", path, "block",
                                                  by_module.get(path, 0), (), 1), None))

@@ -209,7 +209,8 @@ def has_tensor(value: Any) -> bool:
     return any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(value))
 
 
-def trace_module(module: torch.nn.Module, example_call: dict[str, Any], leaf: LeafPredicate | None = None) -> fx.GraphModule:
+def trace_module(module: torch.nn.Module, example_call: dict[str, Any],
+                 leaf: LeafPredicate | None = None) -> fx.GraphModule:
     """Trace ``module`` on one example call (from :func:`bind_call`).
 
     Arguments that hold tensors become placeholders; the others are constants of the graph.
@@ -267,8 +268,11 @@ def _bake_constants(graph: fx.Graph, values: dict[fx.Node, Any], constants: dict
                         graph.erase_node(u)
                     graph.erase_node(user)
                 else:
-                    user.args = pytree.tree_map(lambda a: value if a is node else a, user.args)
-                    user.kwargs = pytree.tree_map(lambda a: value if a is node else a, user.kwargs)
+                    def baked(a: Any, node: fx.Node = node, value: Any = value) -> Any:
+                        return value if a is node else a
+
+                    user.args = pytree.tree_map(baked, user.args)
+                    user.kwargs = pytree.tree_map(baked, user.kwargs)
             graph.erase_node(node)
     graph._codegen = fx.graph.CodeGen()  # plain signature: forward(self, <tensor args>)
     graph.lint()

@@ -1,4 +1,4 @@
-"""One way to time a run in every benchmark: synchronised around the call, on any device.
+"""One way to time a run, for the library and every benchmark: synchronised around the call.
 
 On a GPU, work is queued: without a synchronisation before and after, a timer measures how fast
 Python enqueues kernels, not how fast they run.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def synchronize(device: torch.device | str | None = None) -> None:
@@ -21,13 +23,13 @@ def synchronize(device: torch.device | str | None = None) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device | str | None = None) -> float:
-    """Seconds of one call of ``fn``, synchronised before and after."""
+def timed(fn: Callable[[], T], device: torch.device | str | None = None) -> tuple[T, float]:
+    """``fn()`` and the seconds it took, synchronised before and after."""
     synchronize(device)
     start = time.perf_counter()
-    fn()
+    result = fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return result, time.perf_counter() - start
 
 
 def summary(seconds: list[float]) -> dict[str, float]:

@@ -36,11 +36,11 @@ class GOCConfig:
             raise ScheduleError(f"correction steps must be >= 0, got {sorted(self.correction_steps)}")
 
     @classmethod
-    def plain(cls) -> "GOCConfig":
+    def plain(cls) -> GOCConfig:
         return cls()
 
     @classmethod
-    def at_steps(cls, w: float | Iterable[float], steps: Iterable[int]) -> "GOCConfig":
+    def at_steps(cls, w: float | Iterable[float], steps: Iterable[int]) -> GOCConfig:
         return cls(w if isinstance(w, (int, float)) else tuple(w), frozenset(steps))
 
     def weight(self, site: int) -> float:

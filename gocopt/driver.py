@@ -1,0 +1,242 @@
+"""The compile driver: calibrate → search → score → stamp, one schedule per budget.
+
+Both entry points run it: :func:`gocopt.compile` on a class-conditional DiT (:func:`compile_model`)
+and on a diffusers pipeline (:mod:`gocopt.integrations.diffusers`), and both load through
+:func:`load_model`. ``gocopt.api`` is the thin façade users call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gocopt.calibrate import calibrate, detect_inflections
+from gocopt.compiled import CachedModel, cache_model
+from gocopt.errors import ScheduleError
+from gocopt.evaluate import SampleSet
+from gocopt.metrics.fidelity import paired_fidelity
+from gocopt.metrics.frechet import frechet_distance
+from gocopt.metrics.quality import QualityEvaluator
+from gocopt.models.convention import DiTSpec, dit_spec
+from gocopt.sampling import DDIMSampler, Sampler, initial_noise
+from gocopt.schedule.fingerprint import check_fingerprint, model_fingerprint
+from gocopt.schedule.goc import GOCConfig
+from gocopt.schedule.io import load_schedule
+from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
+from gocopt.schedule.schedule import Schedule
+from gocopt.search import ScheduleObjective, SearchSet, SpaceContext, check_budget, run_search
+from gocopt.trace.capture import first_call
+
+logger = logging.getLogger(__name__)
+DEFAULT_TRIALS = 40
+SEARCH_SEED_BASE, HELDOUT_SEED_BASE = 10_000, 20_000  # seed sets: search and held-out never overlap
+
+
+def compile_model(
+    model: nn.Module,
+    budget: float | Sequence[float] = 0.5,
+    *,
+    steps: int = 20,
+    sampler: Sampler | None = None,
+    trials: int = DEFAULT_TRIALS,
+    search_samples: int = 64,
+    heldout_samples: int = 256,
+    seed: int = 0,
+    storage: Any = None,
+    study_name: str | None = None,
+    example_inputs: Any = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    latent_shape: Sequence[int] | None = None,
+) -> Any:
+    """Search, score and stamp schedules for a class-conditional DiT (see :func:`gocopt.compile`)."""
+    budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
+    spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
+    sampler = sampler or _default_sampler(spec, steps)
+    for b in budgets:
+        check_budget(b, sampler.steps)  # refuse before any work
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    shape = spec.latent_shape
+    search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, spec.num_classes)
+    held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, spec.num_classes)
+    search_noise = initial_noise(search.seeds, shape, device).to(dtype)
+    if example_inputs is None and getattr(model, "example_inputs", None) is None:
+        example_inputs = sampler_call(model, sampler, spec)
+    compiled = cache_model(model, None, example_inputs)
+    heldout = HeldOut(compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
+                      num_classes=spec.num_classes, classifier_features=tuple(shape) == (1, 8, 8))
+    results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
+                             search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
+                             storage=storage, study_name=study_name or _default_study_name(model, sampler),
+                             progress=progress, example_inputs=example_inputs)
+    return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
+
+
+def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
+                   noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut, *, num_classes: int | None,
+                   trials: int, seed: int, storage: Any, study_name: str, progress: bool,
+                   example_inputs: Any = None) -> list[CachedModel]:
+    """Calibrate once on the search inputs, then search, score and stamp one schedule per budget.
+
+    ``sampler`` is anything with gocopt's sampler interface (``steps``, ``timesteps``,
+    ``guidance``, ``describe()``, ``sample(model, labels, noise, num_classes=)``): gocopt's DDIM,
+    or a diffusers pipeline behind :class:`gocopt.integrations.diffusers.PipelineSampler`.
+    """
+    model = compiled.original
+    calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
+    flops = np.asarray(compiled.site_flops, dtype=np.float64)
+    inflections = detect_inflections(calibration.stats, flops)
+    ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
+                       compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
+                       tuple(inflections))
+    search_set = SearchSet(labels, noise, calibration.samples)
+    results = []
+    for b in budgets:
+        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes)
+        name = f"{study_name}-b{b:g}"
+        found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name, progress=progress)
+        schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
+        quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
+                                                                  "samples": len(seeds)},
+                   "baselines": _baselines(heldout, compiled, sampler, b)}
+        provenance = {
+            "inflection_points": inflections,
+            "calibration": calibration.summary(),
+            "search": {"study": name, "trials": found.trials, "best_value": found.best_value, "seed": seed,
+                       "objective": "mean per-sample PSNR vs uncached (dB) on the search seeds",
+                       "best_params": found.best.as_params()},
+            "quality": quality,
+        }
+        schedule = for_model(schedule.replace(provenance=provenance), compiled, sampler)
+        result = cache_model(model, schedule, example_inputs) if len(budgets) > 1 else compiled
+        result.set_schedule(schedule)
+        _log_summary(result, quality)
+        results.append(result)
+    return results
+
+
+def _default_sampler(spec: DiTSpec, steps: int) -> DDIMSampler:
+    from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
+
+    pixel_space = spec.latent_shape[0] <= 3  # latent DiTs have 4+ channels and are not clipped
+    return DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE, clip_denoised=pixel_space)
+
+
+def sampler_call(model: nn.Module, sampler: Sampler, spec: DiTSpec) -> tuple[tuple, dict]:
+    """The sampler's first call of ``model`` (one sample, in the model's device and dtype): the
+    example call to trace, exactly as sampling will call it."""
+    parameter = next(model.parameters())
+    noise = initial_noise([0], spec.latent_shape, parameter.device).to(parameter.dtype)
+    labels = torch.zeros(1, dtype=torch.long, device=parameter.device)
+    return first_call(model, lambda: sampler.sample(model, labels, noise, num_classes=spec.num_classes))
+
+
+def _default_study_name(model: nn.Module, sampler: Sampler) -> str:
+    return f"gocopt-{type(model).__name__}-{sampler.describe()['name']}{sampler.steps}"
+
+
+class HeldOut:
+    """The held-out inputs: one uncached run, then any schedule scored against it."""
+
+    def __init__(self, compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *,
+                 num_classes: int | None, classifier_features: bool = False) -> None:
+        self._compiled, self._sampler, self._num_classes = compiled, sampler, num_classes
+        self._labels, self._noise = labels, noise
+        with torch.no_grad():
+            self._reference = sampler.sample(compiled.original, labels, noise, num_classes=num_classes).cpu()
+        self._evaluator = None
+        if classifier_features:  # digits-shaped: the shipped classifier's features give FD-to-uncached
+            self._evaluator = QualityEvaluator()
+            self._features = self._evaluator.features(self._reference)
+
+    @torch.no_grad()
+    def score(self, schedule: Schedule) -> dict[str, float]:
+        previous = self._compiled.schedule
+        self._compiled.set_schedule(schedule, log=False)
+        self._compiled.reset()
+        samples = self._sampler.sample(self._compiled, self._labels, self._noise, num_classes=self._num_classes).cpu()
+        self._compiled.set_schedule(previous, log=False)
+        result = {**paired_fidelity(samples, self._reference),
+                  "cost": schedule.cost(self._compiled.site_flops), "samples": len(samples)}
+        if self._evaluator is not None:
+            result["fd_vs_uncached"] = frechet_distance(self._evaluator.features(samples), self._features)
+        return result
+
+
+def _baselines(heldout: HeldOut, compiled: CachedModel, sampler: Sampler, budget: float) -> dict[str, dict[str, float]]:
+    """FORA + GOC with the paper's hand-set values, and the L2C-like schedule, at this budget."""
+    ids, steps = tuple(compiled.sites["site"]), sampler.steps
+    fora = Schedule(interval_at_budget(steps, len(ids), budget), ids, tuple(sampler.timesteps), paper_goc(steps),
+                    "fora+goc(paper)")
+    l2c = Schedule(l2c_mask(steps, compiled.sites["block"].to_numpy(), compiled.site_flops, budget), ids,
+                   tuple(sampler.timesteps), GOCConfig(), "l2c")
+    return {"fora_goc_paper": heldout.score(fora), "l2c": heldout.score(l2c)}
+
+
+def _log_summary(compiled: CachedModel, quality: dict) -> None:
+    schedule = compiled.schedule
+    cost = schedule.cost(compiled.site_flops)
+    coverage = compiled.sites.attrs["coverage"]
+    held = quality["heldout"]
+    fora = quality["baselines"]["fora_goc_paper"]
+    logger.info("compiled %s at budget %g: %d sites × %d steps, %.1f%% of site-steps reused, cost %.3f, expected "
+                "speedup %.2fx (site FLOPs %.2fx); held-out PSNR vs uncached %.2f dB (FORA+GOC paper: %.2f dB)",
+                type(compiled.original).__name__, schedule.budget, schedule.num_sites, schedule.steps,
+                100 * (1 - schedule.mask.mean()), cost, 1 / (coverage * cost + 1 - coverage), 1 / cost,
+                held["psnr_vs_uncached"], fora["psnr_vs_uncached"])
+
+
+def for_model(schedule: Schedule, compiled: CachedModel, sampler: Sampler) -> Schedule:
+    """``schedule`` stamped with the model and sampler it is for, ready to save."""
+    description = sampler.describe()
+    return schedule.replace(
+        fingerprint=model_fingerprint(compiled.original, compiled.sites),
+        timesteps=tuple(description["timesteps"]),
+        guidance=description["guidance"],
+        sampler={k: v for k, v in description.items() if k not in ("steps", "timesteps", "guidance")},
+    )
+
+
+def load_model(model: nn.Module, path: str | Path, *, sampler: Sampler | None = None, example_inputs: Any = None,
+               check_weights: bool = True, num_classes: int | None = None,
+               latent_shape: Sequence[int] | None = None) -> CachedModel:
+    """``model`` compiled with the schedule in ``path``, checked against the model (and ``sampler``);
+    see :func:`gocopt.load`."""
+    schedule = load_schedule(path)
+    if example_inputs is None and getattr(model, "example_inputs", None) is None:
+        spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
+        example_inputs = sampler_call(model, sampler or DDIMSampler(steps=schedule.steps,
+                                                                    guidance=schedule.guidance or "batched"), spec)
+    compiled = cache_model(model, None, example_inputs)
+    found = model_fingerprint(model, compiled.sites, weights=check_weights and "weights_sha256" in schedule.fingerprint)
+    check_fingerprint(schedule.fingerprint, found, check_weights=check_weights)
+    if sampler is not None:
+        check_sampler(schedule, sampler.describe())
+    compiled.set_schedule(schedule)
+    return compiled
+
+
+def check_sampler(schedule: Schedule, description: dict[str, Any]) -> None:
+    fix = "re-run gocopt.compile with this sampler"
+    if description["steps"] != schedule.steps:
+        raise ScheduleError(f"sampler.steps: schedule was made for {schedule.steps} steps, the sampler runs "
+                            f"{description['steps']}; {fix}")
+    if tuple(float(t) for t in description["timesteps"]) != schedule.timesteps:
+        first = next(i for i, (a, b) in enumerate(zip(description["timesteps"], schedule.timesteps)) if float(a) != b)
+        raise ScheduleError(f"sampler.timesteps[{first}]: schedule expects {schedule.timesteps[first]:g}, the sampler "
+                            f"uses {description['timesteps'][first]:g}; {fix}")
+    if description["guidance"] != schedule.guidance:
+        raise ScheduleError(f"sampler.guidance: schedule was made for {schedule.guidance!r} guidance, the sampler uses "
+                            f"{description['guidance']!r}; {fix}")
+    recorded_scale = (schedule.sampler or {}).get("guidance_scale")
+    if recorded_scale is not None and description.get("guidance_scale") != recorded_scale:
+        logger.warning("schedule %r was searched at guidance scale %s, the sampler uses %s: the steps match, but its "
+                       "measured quality may not carry over; re-run gocopt.compile to be sure", schedule.name,
+                       recorded_scale, description.get("guidance_scale"))
