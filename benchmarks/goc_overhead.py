@@ -48,12 +48,12 @@ def main() -> None:
     labels = torch.arange(args.batch) % model.num_classes
     best = dict.fromkeys(schedules, float("inf"))
     corrected = {}
-    for _ in tqdm(range(args.repeats + 1), desc="rounds"):  # round 0 is a warm-up, not counted
+    for round_ in tqdm(range(args.repeats + 1), desc="rounds"):  # round 0 is a warm-up, not counted
         for name, schedule in schedules.items():
             compiled.set_schedule(schedule)
             _, elapsed = timed(lambda: sampler.sample(compiled, labels, noise, num_classes=model.num_classes))
             corrected[name] = compiled.runtime.state.corrected
-            if _ > 0:
+            if round_ > 0:
                 best[name] = min(best[name], elapsed)
     base = best["plain reuse"]
     rows = [{"reuse": name, "seconds": best[name], "overhead": best[name] / base - 1,

@@ -71,3 +71,25 @@ def site_run(compiled, inputs, timesteps) -> tuple[list[float], list[list[float]
         used.append(float(out) - x)
         kept.append([float(v) for v in compiled.runtime.state.kept.get("", ())])
     return used, kept
+
+
+class ScriptedSampler:
+    """A :class:`~gocopt.sampling.Sampler` that feeds the model ``inputs[step]`` at each step, so the
+    site values of :class:`OneSiteModel` are exactly the inputs (hand-computable calibrations)."""
+
+    guidance = "none"
+
+    def __init__(self, inputs, timesteps) -> None:
+        self.inputs, self.timesteps, self.steps = list(inputs), tuple(timesteps), len(inputs)
+
+    def describe(self) -> dict:
+        return {"name": "scripted", "steps": self.steps, "timesteps": list(self.timesteps), "guidance": self.guidance}
+
+    @torch.no_grad()
+    def sample(self, model, labels, noise, *, num_classes=None, progress=False):
+        from gocopt.sampling import sampling_run
+
+        with sampling_run(self.timesteps):
+            for x, t in zip(self.inputs, self.timesteps):
+                out = model(torch.tensor([[x]], dtype=torch.float64), torch.tensor([t]))
+        return out

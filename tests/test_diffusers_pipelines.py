@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import gocopt
+from examples.diffusers.tiny import pipeline
 from gocopt.errors import ScheduleError
 from gocopt.integrations.diffusers import install
-from gocopt.integrations.tiny import pipeline
 from gocopt.schedule import all_compute
 
 pytest.importorskip("diffusers")

@@ -49,16 +49,6 @@ def test_correction_needs_two_queued_values_and_a_correction_step(one_site):
     assert [len(k) for k in kept] == [1, 1, 2, 0]
 
 
-def test_step_plans_are_few_and_shared(one_site):
-    """An interval-2 schedule with GOC needs 5 distinct plans for 20 steps, whatever the model size."""
-    mask = np.ones((20, 1), bool)
-    mask[1::2] = False
-    one_site.set_schedule(Schedule(mask, ("blocks.0.attn",), None, GOCConfig.at_steps(0.8, range(2, 20))))
-    plan = one_site.runtime.plan
-    assert len(plan.plans) == 5
-    assert plan.plan_of_step == (0, 1, 2, 3) + (2, 3) * 7 + (2, 4)
-
-
 @pytest.fixture(scope="module")
 def compiled_tiny(tiny_model):
     return cache_model(tiny_model)
@@ -156,37 +146,10 @@ def test_more_steps_than_the_schedule_is_refused():
             runtime.begin_call(None)
 
 
-@pytest.mark.parametrize("build,message", [
-    (lambda: Schedule(np.array([[True, False]]), ("a", "b")), "step 0 must compute every site"),
-    (lambda: Schedule(np.ones((3, 2), bool), ("a",)), "2 site columns but 1 site ids"),
-    (lambda: Schedule(np.ones((3, 1), bool), ("a",), (1, 2)), "3 rows but the sampler has 2 steps"),
-    (lambda: Schedule(np.ones((3, 1), bool), ("a",), None, GOCConfig((0.1, 0.2))), "2 per-site weights"),
-    (lambda: Schedule(np.full((2, 1), 2), ("a",)), "only booleans"),
-])
-def test_bad_schedules_are_refused(build, message):
-    with pytest.raises(ScheduleError, match=message):
-        build()
-
-
 def test_schedule_for_other_sites_is_refused(compiled_tiny):
     schedule = Schedule(np.ones((10, 4), bool), ("blocks.0.attn", "blocks.0.mlp", "blocks.1.attn", "blocks.9.mlp"))
     with pytest.raises(ScheduleError, match="blocks.9.mlp"):
         compiled_tiny.set_schedule(schedule)
-
-
-def test_named_schedules_and_their_costs(compiled_tiny):
-    ids, flops = tuple(compiled_tiny.sites["site"]), compiled_tiny.site_flops
-    blocks = list(compiled_tiny.sites["block"])
-    assert named_schedule("none", ids, steps=20).cost(flops) == 1.0
-    assert named_schedule("interval:2", ids, steps=20).cost(flops) == 0.5
-    assert named_schedule("interval:3", ids, steps=21).cost(flops) == pytest.approx(1 / 3)
-    for budget in (0.25, 0.5, 0.75):
-        l2c = named_schedule(f"l2c:{budget}", ids, steps=20, site_flops=flops, site_blocks=blocks)
-        assert budget - max(flops) / (20 * sum(flops)) < l2c.cost(flops) <= budget
-        reuse = l2c.reuse_fraction_per_step()
-        assert reuse[1:10].mean() > reuse[10:].mean()  # concentrated in the early, noisy steps
-    with pytest.raises(ScheduleError, match="unknown schedule"):
-        named_schedule("fora", ids, steps=20)
 
 
 def test_reused_sites_really_skip_their_flops(reference_model):

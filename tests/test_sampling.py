@@ -67,7 +67,7 @@ def test_gocopt_ddim_and_the_pipeline_adapter_are_both_samplers():
 
     assert isinstance(DDIMSampler(steps=4), Sampler)
     pytest.importorskip("diffusers")
-    from gocopt.integrations.tiny import pipeline
+    from examples.diffusers.tiny import pipeline
 
     pipe, inputs, _ = pipeline("dit")
     assert isinstance(PipelineSampler(pipe, inputs, 4), Sampler)

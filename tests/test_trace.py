@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from examples.diffusers.tiny import build
 from gocopt.compiled import cache_model
 from gocopt.errors import TraceError
-from gocopt.integrations.tiny import build
 from gocopt.models import model_by_name
 from gocopt.models.dit import DiTBlock
 from gocopt.trace import find_sites

@@ -10,7 +10,7 @@ Swap in ``<Pipeline>.from_pretrained(...)`` and real prompts for production use.
 from pathlib import Path
 
 from examples.diffusers.pipeline_demo import demo
-from gocopt.integrations.tiny import pipeline
+from examples.diffusers.tiny import pipeline
 
 if __name__ == "__main__":
     pipe, inputs, call_kwargs = pipeline("flux")

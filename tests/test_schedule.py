@@ -1,0 +1,68 @@
+"""The schedule as data: validation, named baselines and their costs, step plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gocopt.compiled import cache_model
+from gocopt.errors import ScheduleError
+from gocopt.schedule import GOCConfig, Schedule, named_schedule
+from gocopt.schedule.plan import PLAIN, Reuse, goc_rule, plan_run
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: Schedule(np.array([[True, False]]), ("a", "b")), "step 0 must compute every site"),
+    (lambda: Schedule(np.ones((3, 2), bool), ("a",)), "2 site columns but 1 site ids"),
+    (lambda: Schedule(np.ones((3, 1), bool), ("a",), (1, 2)), "3 rows but the sampler has 2 steps"),
+    (lambda: Schedule(np.ones((3, 1), bool), ("a",), None, GOCConfig((0.1, 0.2))), "2 per-site weights"),
+    (lambda: Schedule(np.full((2, 1), 2), ("a",)), "only booleans"),
+])
+def test_bad_schedules_are_refused(build, message):
+    with pytest.raises(ScheduleError, match=message):
+        build()
+
+
+def test_named_schedules_and_their_costs(tiny_model):
+    compiled_tiny = cache_model(tiny_model)
+    ids, flops = tuple(compiled_tiny.sites["site"]), compiled_tiny.site_flops
+    blocks = list(compiled_tiny.sites["block"])
+    assert named_schedule("none", ids, steps=20).cost(flops) == 1.0
+    assert named_schedule("interval:2", ids, steps=20).cost(flops) == 0.5
+    assert named_schedule("interval:3", ids, steps=21).cost(flops) == pytest.approx(1 / 3)
+    for budget in (0.25, 0.5, 0.75):
+        l2c = named_schedule(f"l2c:{budget}", ids, steps=20, site_flops=flops, site_blocks=blocks)
+        assert budget - max(flops) / (20 * sum(flops)) < l2c.cost(flops) <= budget
+        reuse = l2c.reuse_fraction_per_step()
+        assert reuse[1:10].mean() > reuse[10:].mean()  # concentrated in the early, noisy steps
+    with pytest.raises(ScheduleError, match="unknown schedule"):
+        named_schedule("fora", ids, steps=20)
+
+
+def test_interval_two_with_goc_needs_five_distinct_step_plans():
+    """Step 0, the first reuse (plain: one value so far), then compute/correct alternating, and a last
+    reuse that keeps nothing: 5 plans for 20 steps, whatever the model."""
+    mask = np.ones((20, 3), bool)
+    mask[1::2] = False
+    plan = plan_run(Schedule(mask, ("a", "b", "c"), None, GOCConfig.at_steps(0.8, range(2, 20))))
+    assert len(plan.plans) == 5
+    assert plan.plan_of_step == (0, 1, 2, 3) + (2, 3) * 7 + (2, 4)
+    assert plan.at(1).actions == (PLAIN,) * 3
+    assert plan.at(3).actions == (Reuse(((1, 1.8), (2, -0.8))),) * 3
+    assert plan.at(19).keep_out == ()  # the run's last step keeps nothing
+
+
+def test_values_are_kept_only_while_a_later_step_reads_them():
+    mask = np.array([[True], [False], [True], [False]])
+    plain = plan_run(Schedule(mask, ("s",)))
+    assert [plain.at(s).keep_out for s in range(4)] == [((0, 1),), (), ((0, 1),), ()]
+    corrected = plan_run(Schedule(mask, ("s",), None, GOCConfig.at_steps(1.0, {3})))
+    # step 3 reads the values of steps 2 and 1: step 1's value is kept across step 2 (age 2 by then)
+    assert [corrected.at(s).keep_out for s in range(4)] == [((0, 1),), ((0, 1),), ((0, 1), (0, 2)), ()]
+
+
+def test_a_rule_reading_before_the_run_is_refused():
+    mask = np.array([[True], [False]])
+    with pytest.raises(ScheduleError, match="before the run started"):
+        plan_run(Schedule(mask, ("s",)), lambda schedule: [[None], [Reuse(((2, 1.0),))]])
+    assert goc_rule(Schedule(mask, ("s",))) == [[None], [PLAIN]]
