@@ -26,5 +26,6 @@ test: $(BIN)/gocopt
 
 lint: $(BIN)/gocopt
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 .PHONY: install demo test lint

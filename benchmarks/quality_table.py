@@ -159,7 +159,7 @@ class QualityBench:
         else:
             compiled = gocopt.compile(self.model, budget, sampler=self.sampler, trials=s.trials,
                                       search_samples=s.calibration_samples, heldout_samples=16, seed=s.seed,
-                                      progress=self.progress)
+                                      progress=self.progress, evaluator=QualityEvaluator())
         return _schedule_contender("gocopt", budget, compiled, compiled.schedule)
 
 

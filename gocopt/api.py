@@ -18,6 +18,7 @@ from torch import nn
 
 from gocopt.driver import DEFAULT_TRIALS, compile_model, load_model
 from gocopt.integrations.diffusers import compile_pipeline, is_pipeline, load_pipeline
+from gocopt.metrics.quality import QualityEvaluator
 
 
 def compile(  # noqa: A001 - the product's verb, as in torch.compile
@@ -38,6 +39,7 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     call_kwargs: dict[str, Any] | None = None,
     num_classes: int | None = None,
     latent_shape: Sequence[int] | None = None,
+    evaluator: QualityEvaluator | None = None,
 ) -> Any:
     """Search the cache schedule that keeps samples closest to the uncached model's while
     computing at most ``budget`` of the site FLOPs, and return the model compiled with it.
@@ -47,7 +49,10 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     ``num_classes=`` and ``latent_shape=(C, H, W)``; the example call for tracing is the sampler's
     own first call (or ``example_inputs``), in the model's device and dtype.
     ``budget`` may be a list: one search per budget, one compiled model each. ``sampler``
-    defaults to DDIM with ``steps`` steps, CFG 4 in one batched call. ``storage``: any Optuna
+    defaults to DDIM with ``steps`` steps, CFG 4 in one batched call, no x0 clipping (latent DiTs;
+    a pixel-space model passes its own sampler). ``evaluator`` (e.g. gocopt's digits classifier,
+    :class:`~gocopt.metrics.quality.QualityEvaluator`, for the reference model) adds the Fréchet
+    distance to the uncached samples in its features to the recorded quality. ``storage``: any Optuna
     storage (URL or object) to share or resume the study; ``study_name`` names it there.
     The result's ``.schedule`` records the model fingerprint, the sampler, calibration and search
     summaries and the quality measured on ``heldout_samples`` seeds the search never saw, next to
@@ -60,13 +65,13 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     is returned (see :mod:`gocopt.integrations.diffusers`).
     """
     if is_pipeline(model):
-        return compile_pipeline(model, budget, inputs=inputs, steps=steps, call_kwargs=call_kwargs, trials=trials,
+        return compile_pipeline(model, budget, inputs=inputs or [], steps=steps, call_kwargs=call_kwargs, trials=trials,
                                 search_samples=search_samples, heldout_samples=heldout_samples, seed=seed,
                                 storage=storage, study_name=study_name, progress=progress)
     return compile_model(model, budget, steps=steps, sampler=sampler, trials=trials, search_samples=search_samples,
                          heldout_samples=heldout_samples, seed=seed, storage=storage, study_name=study_name,
                          example_inputs=example_inputs, progress=progress, num_classes=num_classes,
-                         latent_shape=latent_shape)
+                         latent_shape=latent_shape, evaluator=evaluator)
 
 
 def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inputs: Any = None,

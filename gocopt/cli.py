@@ -153,6 +153,7 @@ def cmd_eval(args) -> int:
 def cmd_compile(args) -> int:
     from gocopt.api import compile as gocopt_compile
     from gocopt.atomic import atomic_write_text
+    from gocopt.metrics.quality import QualityEvaluator
     from gocopt.plots import save_schedule_heatmap
     from gocopt.report import compile_report
 
@@ -160,9 +161,10 @@ def cmd_compile(args) -> int:
     model = _model(args.model, device)
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [args.budget]
     sampler = _sampler(args)
+    evaluator = QualityEvaluator(device=device) if args.model == "reference" else None  # digits: FD too
     compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
                               heldout_samples=args.heldout_samples, seed=args.seed, storage=args.storage,
-                              study_name=args.study_name)
+                              study_name=args.study_name, evaluator=evaluator)
     for budget, result in zip(budgets, compiled):
         out = Path((args.out or "schedules/{model}_ddim{steps}_b{budget}.json").format(
             model=args.model.replace("/", "_"), steps=args.steps, budget=f"{budget:.2f}"))
@@ -183,7 +185,8 @@ def cmd_show(args) -> int:
     from gocopt.schedule.io import load_schedule
 
     schedule = load_schedule(args.path)
-    sites = schedule.fingerprint["sites"]
+    fingerprint = schedule.fingerprint or {}  # the file format requires one
+    sites = fingerprint["sites"]
     shares = [s["flops_share"] for s in sites]
     cost = schedule.cost(shares)
     kinds: dict[str, int] = {}
@@ -192,7 +195,7 @@ def cmd_show(args) -> int:
     sampler = {**(schedule.sampler or {}), "steps": schedule.steps, "guidance": schedule.guidance}
     print(f"schedule   {schedule.name}  ({args.path})")
     counts = ", ".join(f"{v} {k}" for k, v in kinds.items())
-    print(f"model      {schedule.fingerprint['class']}, {len(sites)} sites ({counts})")
+    print(f"model      {fingerprint['class']}, {len(sites)} sites ({counts})")
     print(f"sampler    {', '.join(f'{k}={v}' for k, v in sampler.items())}")
     print(f"budget     {schedule.budget if schedule.budget is not None else '—'}   cost {cost:.4f} of site FLOPs   "
           f"ideal speedup {1 / cost:.2f}x")

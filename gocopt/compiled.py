@@ -59,7 +59,8 @@ class CachedModel(nn.Module):
         self.runtime = CacheRuntime(tuple(self.sites["site"]), rule=rule)
         self.mode = traced.mode
         self.module, self._graphs, self._blocks = _rewrite(traced, self.runtime)
-        self._observed_layout = {key: sorted(outputs.items()) for key, (_, outputs) in self._graphs.items()}
+        self._observed_layout: dict[str, list[tuple[int, int | None]]] = {
+            key: sorted(outputs.items()) for key, (_, outputs) in self._graphs.items()}
         self._observed_layout.update({s.site_id: [(s.index, None)] for s in traced.sites if s.granularity == "block"})
         self._binder = CallBinder(traced.model)
         self._tensor_args = [k for k, v in traced.call.items() if has_tensor(v)]
@@ -109,9 +110,10 @@ class CachedModel(nn.Module):
                     100 * reused / schedule.mask.size, schedule.cost(self.site_flops), len(self.runtime.plan.plans),
                     "" if reused else " — nothing is cached: this is a no-op")
 
-    def compile(self, *, mode: str | None = None, backend: str = "inductor", fullgraph: bool = True,
-                dynamic: bool | None = False, options: dict[str, Any] | None = None,
-                disable: bool = False) -> CachedModel:
+    def compile(  # type: ignore[override]  # keyword-only: compiles the step plans, not the module
+        self, *, mode: str | None = None, backend: str = "inductor", fullgraph: bool = True,
+        dynamic: bool | None = False, options: dict[str, Any] | None = None, disable: bool = False,
+    ) -> CachedModel:
         """Compile each distinct step plan as one graph with ``torch.compile``; returns ``self``.
 
         The step lookup stays in Python (a host integer, no guards), so a schedule compiles once
@@ -304,6 +306,7 @@ def _copy_with_replacements(model: nn.Module, replacements: dict[str, nn.Module]
         parts = path.split(".")
         for part in parts[:-1]:
             child = parent._modules[part]
+            assert child is not None, f"{path}: no module at {part}"
             if id(child) not in copied:
                 child = _shallow(child)
                 copied.add(id(child))

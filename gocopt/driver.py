@@ -43,7 +43,7 @@ def compile_model(
     budget: float | Sequence[float] = 0.5,
     *,
     steps: int = 20,
-    sampler: Sampler | None = None,
+    sampler: Sampler | None = None,  # narrowed to a Sampler in the first lines
     trials: int = DEFAULT_TRIALS,
     search_samples: int = 64,
     heldout_samples: int = 256,
@@ -54,11 +54,12 @@ def compile_model(
     progress: bool = True,
     num_classes: int | None = None,
     latent_shape: Sequence[int] | None = None,
+    evaluator: QualityEvaluator | None = None,
 ) -> Any:
     """Search, score and stamp schedules for a class-conditional DiT (see :func:`gocopt.compile`)."""
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
-    sampler = sampler or _default_sampler(spec, steps)
+    sampler = sampler if sampler is not None else default_sampler(steps)
     for b in budgets:
         check_budget(b, sampler.steps)  # refuse before any work
     parameter = next(model.parameters())
@@ -71,7 +72,7 @@ def compile_model(
         example_inputs = sampler_call(model, sampler, spec)
     compiled = cache_model(model, None, example_inputs)
     heldout = HeldOut(compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
-                      num_classes=spec.num_classes, classifier_features=tuple(shape) == (1, 8, 8))
+                      num_classes=spec.num_classes, evaluator=evaluator)
     results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
                              search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
                              storage=storage, study_name=study_name or _default_study_name(model, sampler),
@@ -122,11 +123,11 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
     return results
 
 
-def _default_sampler(spec: DiTSpec, steps: int) -> DDIMSampler:
-    from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
-
-    pixel_space = spec.latent_shape[0] <= 3  # latent DiTs have 4+ channels and are not clipped
-    return DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE, clip_denoised=pixel_space)
+def default_sampler(steps: int) -> DDIMSampler:
+    """DiT's own sampling setting: DDIM, classifier-free guidance 4 in one batched call, and no x0
+    clipping (latent DiTs). Nothing is guessed from the model: pixel-space models (the reference
+    DiT) pass ``sampler=DDIMSampler(..., clip_denoised=True)``."""
+    return DDIMSampler(steps=steps, guidance_scale=4.0, clip_denoised=False)
 
 
 def sampler_call(model: nn.Module, sampler: Sampler, spec: DiTSpec) -> tuple[tuple, dict]:
@@ -146,15 +147,14 @@ class HeldOut:
     """The held-out inputs: one uncached run, then any schedule scored against it."""
 
     def __init__(self, compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *,
-                 num_classes: int | None, classifier_features: bool = False) -> None:
+                 num_classes: int | None, evaluator: QualityEvaluator | None = None) -> None:
         self._compiled, self._sampler, self._num_classes = compiled, sampler, num_classes
         self._labels, self._noise = labels, noise
         with torch.no_grad():
             self._reference = sampler.sample(compiled.original, labels, noise, num_classes=num_classes).cpu()
-        self._evaluator = None
-        if classifier_features:  # digits-shaped: the shipped classifier's features give FD-to-uncached
-            self._evaluator = QualityEvaluator()
-            self._features = self._evaluator.features(self._reference)
+        self._evaluator = evaluator  # FD to the uncached samples in its features, when the caller has one
+        if evaluator is not None:
+            self._features = evaluator.features(self._reference)
 
     @torch.no_grad()
     def score(self, schedule: Schedule) -> dict[str, float]:
@@ -173,15 +173,16 @@ class HeldOut:
 def _baselines(heldout: HeldOut, compiled: CachedModel, sampler: Sampler, budget: float) -> dict[str, dict[str, float]]:
     """FORA + GOC with the paper's hand-set values, and the L2C-like schedule, at this budget."""
     ids, steps = tuple(compiled.sites["site"]), sampler.steps
-    fora = Schedule(interval_at_budget(steps, len(ids), budget), ids, tuple(sampler.timesteps), paper_goc(steps),
-                    "fora+goc(paper)")
+    timesteps = None if sampler.timesteps is None else tuple(sampler.timesteps)
+    fora = Schedule(interval_at_budget(steps, len(ids), budget), ids, timesteps, paper_goc(steps), "fora+goc(paper)")
     l2c = Schedule(l2c_mask(steps, compiled.sites["block"].to_numpy(), compiled.site_flops, budget), ids,
-                   tuple(sampler.timesteps), GOCConfig(), "l2c")
+                   timesteps, GOCConfig(), "l2c")
     return {"fora_goc_paper": heldout.score(fora), "l2c": heldout.score(l2c)}
 
 
 def _log_summary(compiled: CachedModel, quality: dict) -> None:
     schedule = compiled.schedule
+    assert schedule is not None, "logged after set_schedule"
     cost = schedule.cost(compiled.site_flops)
     coverage = compiled.sites.attrs["coverage"]
     held = quality["heldout"]
@@ -212,11 +213,13 @@ def load_model(model: nn.Module, path: str | Path, *, sampler: Sampler | None = 
     schedule = load_schedule(path)
     if example_inputs is None and getattr(model, "example_inputs", None) is None:
         spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
-        example_inputs = sampler_call(model, sampler or DDIMSampler(steps=schedule.steps,
-                                                                    guidance=schedule.guidance or "batched"), spec)
+        caller: Sampler = sampler if sampler is not None else DDIMSampler(
+            steps=schedule.steps, guidance=schedule.guidance or "batched")
+        example_inputs = sampler_call(model, caller, spec)
     compiled = cache_model(model, None, example_inputs)
-    found = model_fingerprint(model, compiled.sites, weights=check_weights and "weights_sha256" in schedule.fingerprint)
-    check_fingerprint(schedule.fingerprint, found, check_weights=check_weights)
+    recorded = schedule.fingerprint or {}  # the file format requires one; io.load_schedule checks it
+    found = model_fingerprint(model, compiled.sites, weights=check_weights and "weights_sha256" in recorded)
+    check_fingerprint(recorded, found, check_weights=check_weights)
     if sampler is not None:
         check_sampler(schedule, sampler.describe())
     compiled.set_schedule(schedule)
@@ -228,9 +231,10 @@ def check_sampler(schedule: Schedule, description: dict[str, Any]) -> None:
     if description["steps"] != schedule.steps:
         raise ScheduleError(f"sampler.steps: schedule was made for {schedule.steps} steps, the sampler runs "
                             f"{description['steps']}; {fix}")
-    if tuple(float(t) for t in description["timesteps"]) != schedule.timesteps:
-        first = next(i for i, (a, b) in enumerate(zip(description["timesteps"], schedule.timesteps)) if float(a) != b)
-        raise ScheduleError(f"sampler.timesteps[{first}]: schedule expects {schedule.timesteps[first]:g}, the sampler "
+    expected = schedule.timesteps or ()
+    if tuple(float(t) for t in description["timesteps"]) != tuple(expected):
+        first = next(i for i, (a, b) in enumerate(zip(description["timesteps"], expected)) if float(a) != b)
+        raise ScheduleError(f"sampler.timesteps[{first}]: schedule expects {expected[first]:g}, the sampler "
                             f"uses {description['timesteps'][first]:g}; {fix}")
     if description["guidance"] != schedule.guidance:
         raise ScheduleError(f"sampler.guidance: schedule was made for {schedule.guidance!r} guidance, the sampler uses "

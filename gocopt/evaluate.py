@@ -7,6 +7,7 @@ happen in the same process, back to back, on the same noise and labels, so the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -59,7 +60,8 @@ def compare(model: CachedModel, sampler: Sampler, samples: SampleSet, *, evaluat
     """
     original = model.original
     shape = (original.in_channels, original.input_size, original.input_size)
-    kw = dict(shape=shape, num_classes=original.num_classes, batch_size=batch_size, device=device, progress=progress)
+    kw: dict[str, Any] = dict(shape=shape, num_classes=original.num_classes, batch_size=batch_size, device=device,
+                              progress=progress)
     if reference is None:
         reference = sample_batches(original, sampler, samples, desc="uncached", **kw)
     uncached, uncached_seconds = reference

@@ -57,7 +57,8 @@ class Calibration:
 
 
 @torch.no_grad()
-def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *, num_classes: int,
+def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *,
+              num_classes: int | None,
               seeds: tuple[int, ...] | None = None) -> Calibration:
     """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics."""
     previous = compiled.schedule
@@ -93,5 +94,6 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
     stats = pd.DataFrame(rows)
     sites = compiled.sites[["site", "block", "kind"]].rename(columns={"site": "site_id"}).reset_index(names="site")
     stats = stats.merge(sites, on="site").sort_values(["step", "site"]).reset_index(drop=True)
-    stats.insert(1, "timestep", [sampler.timesteps[s] for s in stats["step"]])
+    timesteps = sampler.timesteps or [float("nan")] * sampler.steps
+    stats.insert(1, "timestep", [timesteps[s] for s in stats["step"]])
     return Calibration(stats, samples, labels.cpu(), tuple(seeds) if seeds is not None else tuple(range(len(labels))))

@@ -154,7 +154,7 @@ class PipelineSampler:
         contexts = {c for _, c in calls}
         self.guidance = "batched" if contexts == {DEFAULT_CONTEXT} else "separate"
         first = next(iter(sorted(contexts)))
-        self.timesteps = [t for t, c in calls if c == first]
+        self.timesteps = [t for t, c in calls if c == first and t is not None]
         if len(self.timesteps) != self.steps:
             raise GocoptError(f"the pipeline called its transformer {len(self.timesteps)} times per context for "
                               f"{self.steps} steps; gocopt schedules need one call per step and context")

@@ -12,7 +12,8 @@ on 8×8 pixels, so
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from gocopt.models.dit import DiT
 
 
 def _pixel_decoder_class():
@@ -70,7 +71,7 @@ def reference_scheduler():
                               timestep_spacing="linspace", prediction_type="epsilon")
 
 
-def reference_pipeline(model: nn.Module | None = None):
+def reference_pipeline(model: DiT | None = None):
     """``DiTPipeline`` running the reference model (or another gocopt DiT of pixel images)."""
     from diffusers import DiTPipeline
 

@@ -60,12 +60,12 @@ def dit_spec(model: nn.Module, *, num_classes: int | None = None,
     if shape is None:
         missing.append("latent_shape=(C, H, W) (found neither model.in_channels with model.input_size nor "
                        "model.x_embedder.img_size)")
-    if missing:
+    if missing or classes is None or shape is None:
         raise GocoptError(f"gocopt.compile samples {type(model).__name__} as a class-conditional DiT, "
                           f"model(x, t, y), and cannot tell from the model: pass {'; and '.join(missing)}")
     if len(shape) != 3:
         raise GocoptError(f"latent_shape={shape}: expected (channels, height, width)")
-    return DiTSpec(int(classes), shape)
+    return DiTSpec(int(classes), (shape[0], shape[1], shape[2]))
 
 
 __all__ = ["DiTSpec", "dit_spec"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,7 +69,8 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         frequencies = self.timestep_embedding(t, self.frequency_embedding_size)
-        return self.mlp(frequencies.to(self.mlp[0].weight.dtype))  # follows the weights: bf16/fp16 models run
+        first: nn.Linear = self.mlp[0]  # type: ignore[assignment]
+        return self.mlp(frequencies.to(first.weight.dtype))  # follows the weights: bf16/fp16 models run
 
 
 class LabelEmbedder(nn.Module):
@@ -237,15 +239,14 @@ class DiT(nn.Module):
         self.pos_embed.data.copy_(torch.from_numpy(pos_embed).float().unsqueeze(0))
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
-        nn.init.constant_(self.x_embedder.proj.bias, 0)
+        nn.init.zeros_(self.x_embedder.proj.bias.data)  # type: ignore[union-attr]  # built with a bias
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
-            nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
-        nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
-        nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
+        for index in (0, 2):
+            nn.init.normal_(cast(nn.Linear, self.t_embedder.mlp[index]).weight, std=0.02)
+        for owner in (*self.blocks, self.final_layer):
+            modulation = cast(nn.Linear, cast(nn.Sequential, owner.adaLN_modulation)[-1])
+            nn.init.constant_(modulation.weight, 0)
+            nn.init.constant_(modulation.bias, 0)
         nn.init.constant_(self.final_layer.linear.weight, 0)
         nn.init.constant_(self.final_layer.linear.bias, 0)
 
@@ -323,7 +324,7 @@ DIT_CONFIGS["DiT-Tiny"] = DiTConfig(
 )
 
 
-def dit(name: str, **overrides: object) -> DiT:
+def dit(name: str, **overrides: Any) -> DiT:
     """Build a named DiT config with random weights, e.g. ``dit("DiT-XL/2", input_size=16)``."""
     if name not in DIT_CONFIGS:
         raise KeyError(f"unknown DiT config {name!r}; known: {', '.join(DIT_CONFIGS)}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_model
+from torch import nn
 
 from gocopt.models.dit import DIT_CONFIGS, DiT, dit
 
@@ -46,7 +48,6 @@ def model_by_name(name: str, *, seed: int = 0, device: torch.device | str = "cpu
 @torch.no_grad()
 def randomize_adaln(model: DiT, std: float = 0.02) -> None:
     """Give the zero-initialised adaLN and output layers small random weights (for tests, speed)."""
-    for block in model.blocks:
-        block.adaLN_modulation[-1].weight.normal_(std=std)
-    model.final_layer.adaLN_modulation[-1].weight.normal_(std=std)
+    for owner in (*model.blocks, model.final_layer):
+        cast(nn.Linear, cast(nn.Sequential, owner.adaLN_modulation)[-1]).weight.normal_(std=std)
     model.final_layer.linear.weight.normal_(std=std)

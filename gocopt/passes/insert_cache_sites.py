@@ -38,7 +38,7 @@ def extract_site_graph(gm: fx.GraphModule, site: BranchSite) -> fx.GraphModule:
     for node in site.nodes:
         for arg in node.all_input_nodes:
             if arg not in env and arg.op == "get_attr":
-                env[arg] = graph.get_attr(arg.target)
+                env[arg] = graph.get_attr(str(arg.target))
         env[node] = graph.node_copy(node, lambda a: env[a])
     graph.output(tuple(env[o] for o in site.outputs))
     graph.lint()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import fx
@@ -132,8 +133,8 @@ def specialize_plan(gm: fx.GraphModule, plan: StepPlan, site_outputs: Mapping[in
         if node.op == "call_module" and site is not None and site in site_outputs:
             action = plan.actions[site]
             if action is None:
-                site_values[site] = _inline(graph, gm.get_submodule(str(node.target)).compute,
-                                            [env[a] for a in node.args])
+                compute = cast(fx.GraphModule, gm.get_submodule(str(node.target)).compute)
+                site_values[site] = _inline(graph, compute, [env[cast(fx.Node, a)] for a in node.args])
             else:
                 site_values[site] = [
                     _predict(graph, action, [kept_value(site, age, j) for age, _ in action.terms])
@@ -143,9 +144,10 @@ def specialize_plan(gm: fx.GraphModule, plan: StepPlan, site_outputs: Mapping[in
                     value.meta["gocopt_reuse"] = site
                     predictions[value] = site
             continue
-        if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node) \
-                and site_of(node.args[0]) in site_values:
-            env[node] = site_values[site_of(node.args[0])][node.args[1]]
+        source = node.args[0] if node.op == "call_function" and node.target is operator.getitem else None
+        owner = site_of(source) if isinstance(source, fx.Node) else None
+        if owner is not None and owner in site_values:
+            env[node] = site_values[owner][cast(int, node.args[1])]
             continue
         if node.op == "output":
             cache_out = tuple(site_values[s][j] if age == 1 else kept_value(s, age - 1, j)

@@ -189,8 +189,9 @@ class CacheRuntime:
             output = pytree.tree_map(
                 lambda v: torch.where(ok, v, torch.nan) if isinstance(v, torch.Tensor) and v.is_floating_point() else v,
                 output)
-            if state.step == schedule.steps - 1 and not bool(ok):  # the one device read of the run
-                raise ScheduleError(self._mismatch(schedule, state.timesteps_seen.tolist()))
+            seen = state.timesteps_seen
+            if state.step == schedule.steps - 1 and not bool(ok) and seen is not None:  # the one device read
+                raise ScheduleError(self._mismatch(schedule, seen.tolist()))
         state.step += 1
         return output
 
@@ -202,24 +203,26 @@ class CacheRuntime:
                 f"the sampler runs {len(run.timesteps)} steps but the schedule was made for {schedule.steps} steps; "
                 f"re-run gocopt.compile with steps={len(run.timesteps)}, or sample with {schedule.steps} steps"
             )
-        bad = next((i for i, (a, b) in enumerate(zip(run.timesteps, schedule.timesteps)) if not _same_time(a, b)), None)
+        pairs = zip(run.timesteps, schedule.timesteps)
+        bad = next((i for i, (a, b) in enumerate(pairs) if not _same_time(a, b)), None)
         if bad is not None:
             raise ScheduleError(self._mismatch(schedule, run.timesteps, bad))
 
     def _check_timestep(self, schedule: Schedule, state: RunState, timestep: Any) -> None:
-        if schedule.timesteps is None or timestep is None:
+        timesteps = schedule.timesteps
+        if timesteps is None or timestep is None:
             return
         if isinstance(timestep, (int, float)):
-            if not _same_time(timestep, schedule.timesteps[state.step]):
-                seen = [*schedule.timesteps[: state.step], float(timestep)]
+            if not _same_time(timestep, timesteps[state.step]):
+                seen = [*timesteps[: state.step], float(timestep)]
                 raise ScheduleError(self._mismatch(schedule, seen, state.step))
             return
         if not isinstance(timestep, torch.Tensor) or timestep.numel() == 0:
             return
         first = timestep.reshape(-1)[0].to(torch.float64)
         if self._expected is None or self._expected.device != first.device:
-            self._expected = torch.tensor(schedule.timesteps, dtype=torch.float64, device=first.device)
-        if state.timestep_ok is None:
+            self._expected = torch.tensor(timesteps, dtype=torch.float64, device=first.device)
+        if state.timestep_ok is None or state.timesteps_seen is None:
             state.timestep_ok = torch.ones((), dtype=torch.bool, device=first.device)
             state.timesteps_seen = self._expected.clone()
         expected = self._expected[state.step]
@@ -227,7 +230,7 @@ class CacheRuntime:
         state.timestep_ok &= (first - expected).abs() <= 1e-4 * expected.abs().clamp_min(1.0)
 
     def _mismatch(self, schedule: Schedule, seen: Sequence[float], step: int | None = None) -> str:
-        expected = schedule.timesteps
+        expected = schedule.timesteps or ()
         if step is None:
             step = next((i for i, (a, b) in enumerate(zip(seen, expected)) if not _same_time(a, b)), 0)
         guess = ""

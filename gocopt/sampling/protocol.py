@@ -9,7 +9,7 @@ never depends on its batch-mates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -17,7 +17,9 @@ import torch
 
 @runtime_checkable
 class Sampler(Protocol):
-    steps: int  # model calls per sample and context
+    @property
+    def steps(self) -> int:
+        """Model calls per sample and call context."""
 
     @property
     def timesteps(self) -> Sequence[float] | None:
@@ -30,9 +32,10 @@ class Sampler(Protocol):
     def describe(self) -> dict[str, Any]:
         """What a schedule must record to know which sampler it was made for."""
 
-    def sample(self, model: Callable[..., Any], conditions: torch.Tensor, noise: torch.Tensor, /, *,
-               num_classes: int | None = None, progress: bool = False) -> torch.Tensor:
-        """One final sample per condition (CPU or the model's device)."""
+    def sample(self, model: Any, conditions: torch.Tensor, noise: torch.Tensor, /, *, num_classes: Any,
+               progress: bool = False) -> torch.Tensor:
+        """One final sample per condition (CPU or the model's device); ``num_classes`` where the
+        conditions are class labels (the null class for guidance is the next index), else ``None``."""
 
 
 __all__ = ["Sampler"]

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def _config_of(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
-    if dataclasses.is_dataclass(config):
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     if isinstance(config, Mapping):
         return {k: v for k, v in json.loads(json.dumps(dict(config), default=str)).items() if not k.startswith("_")}

@@ -53,6 +53,8 @@ def to_document(schedule: Schedule) -> dict[str, Any]:
 
     shares = np.array([s["flops_share"] for s in schedule.fingerprint["sites"]])
     goc = schedule.goc
+    sampler: dict[str, Any] = {"name": "unknown", **dict(schedule.sampler or {}), "steps": schedule.steps,
+                               "timesteps": list(schedule.timesteps or ()), "guidance": schedule.guidance}
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -62,14 +64,12 @@ def to_document(schedule: Schedule) -> dict[str, Any]:
         "budget": schedule.budget,
         "cost": round(float((schedule.mask * shares).sum() / (schedule.steps * shares.sum())), 6),
         "model": dict(schedule.fingerprint),
-        "sampler": {**dict(schedule.sampler or {}), "steps": schedule.steps, "timesteps": list(schedule.timesteps),
-                    "guidance": schedule.guidance},
+        "sampler": sampler,
         "mask": {"legend": MASK_LEGEND, "rows": ["".join("1" if c else "0" for c in row) for row in schedule.mask]},
         "goc": {"w": goc.w if isinstance(goc.w, (int, float)) else list(goc.w),
                 "correction_steps": sorted(goc.correction_steps),
                 "inflection_points": list(schedule.provenance.get("inflection_points", []))},
     }
-    document["sampler"].setdefault("name", "unknown")
     for section in _PROVENANCE_SECTIONS:
         if section in schedule.provenance:
             document[section] = schedule.provenance[section]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,7 +49,15 @@ def interval_at_budget(steps: int, num_sites: int, budget: float) -> np.ndarray:
     return interval_mask(steps, num_sites, max(1, int(np.ceil(1 / budget - 1e-9))))
 
 
-def l2c_mask(steps: int, site_blocks: Sequence[int], site_flops: Sequence[float], budget: float) -> np.ndarray:
+def interval_covering(steps: int, num_sites: int, budget: float) -> np.ndarray:
+    """The densest interval schedule that costs at least ``budget`` (interval ``floor(1/budget)``):
+    where the search's interval family starts before it fills the mask down to the budget. Not a
+    baseline — FORA at a budget is :func:`interval_at_budget`, which never exceeds it."""
+    return interval_mask(steps, num_sites, max(1, math.floor(1 / budget)))
+
+
+def l2c_mask(steps: int, site_blocks: Sequence[int] | np.ndarray, site_flops: Sequence[float] | np.ndarray,
+             budget: float) -> np.ndarray:
     """Reuse (step, site) pairs in order of an early-step priority until the cost is <= budget."""
     if not 0 < budget <= 1:
         raise ScheduleError(f"l2c budget must be in (0, 1], got {budget}")
@@ -100,4 +109,4 @@ def named_schedule(
         mask = l2c_mask(steps, site_blocks, site_flops, budget)
     else:
         raise ScheduleError(f"unknown schedule {spec!r}; named schedules are none, interval:K, l2c:B (or a file path)")
-    return Schedule(mask, tuple(site_ids), timesteps, goc or GOCConfig(), spec)
+    return Schedule(mask, tuple(site_ids), None if timesteps is None else tuple(timesteps), goc or GOCConfig(), spec)

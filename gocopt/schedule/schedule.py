@@ -87,7 +87,7 @@ class Schedule:
     def num_sites(self) -> int:
         return self.mask.shape[1]
 
-    def cost(self, site_flops: Sequence[float]) -> float:
+    def cost(self, site_flops: Sequence[float] | np.ndarray) -> float:
         """FLOP-weighted fraction of site computations the schedule performs (1.0 = uncached)."""
         flops = np.asarray(site_flops, dtype=np.float64)
         if flops.shape != (self.num_sites,):
@@ -123,5 +123,5 @@ class Schedule:
 def all_compute(site_ids: Sequence[str], steps: int, timesteps: Sequence[float] | None = None,
                 **fields: Any) -> Schedule:
     """The schedule that computes everything: the compiled model equals the original bit for bit."""
-    return Schedule(np.ones((steps, len(site_ids)), dtype=bool), tuple(site_ids), timesteps, GOCConfig(), "none",
-                    **fields)
+    return Schedule(np.ones((steps, len(site_ids)), dtype=bool), tuple(site_ids),
+                    None if timesteps is None else tuple(timesteps), GOCConfig(), "none", **fields)

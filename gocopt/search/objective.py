@@ -48,7 +48,7 @@ class ScheduleObjective:
     """Maximise mean per-sample PSNR against the uncached samples, at cost ≤ budget."""
 
     def __init__(self, compiled: CachedModel, sampler: Sampler, ctx: SpaceContext, budget: float, search_set: SearchSet,
-                 num_classes: int) -> None:
+                 num_classes: int | None) -> None:
         self._compiled = compiled
         self._sampler = sampler
         self._ctx = ctx
@@ -58,7 +58,8 @@ class ScheduleObjective:
 
     def schedule(self, candidate: Candidate, name: str = "") -> Schedule:
         mask = build_mask(candidate, self._ctx, self._budget)
-        return Schedule(mask, tuple(self._compiled.sites["site"]), tuple(self._sampler.timesteps),
+        timesteps = self._sampler.timesteps
+        return Schedule(mask, tuple(self._compiled.sites["site"]), None if timesteps is None else tuple(timesteps),
                         build_goc(candidate, self._ctx), name or f"{candidate.family}@{self._budget:g}",
                         guidance=self._sampler.guidance, budget=self._budget)
 

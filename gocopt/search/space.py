@@ -11,14 +11,13 @@ different masks: ``greedy`` (all computed), ``interval`` (FORA's interval-K at t
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from gocopt.errors import ScheduleError
 from gocopt.schedule.goc import GOCConfig
-from gocopt.schedule.named import interval_mask, l2c_mask
+from gocopt.schedule.named import interval_covering, l2c_mask
 
 FAMILIES = ("greedy", "interval", "l2c")
 
@@ -140,8 +139,7 @@ def build_mask(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.nda
     check_budget(budget, ctx.steps)
     n = len(ctx.site_flops)
     if candidate.family == "interval":
-        k = max(1, math.floor(1 / budget))
-        start = interval_mask(ctx.steps, n, k)
+        start = interval_covering(ctx.steps, n, budget)
     elif candidate.family == "l2c":
         start = l2c_mask(ctx.steps, ctx.site_blocks, ctx.site_flops, budget)
     elif candidate.family == "greedy":

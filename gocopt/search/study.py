@@ -119,7 +119,7 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
     bar.close()
     best = study.best_trial
     params = {k: best.params[k] for k in Candidate.__dataclass_fields__ if k in best.params}
-    return SearchResult(Candidate(**params), float(best.value), study,
+    return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study,
                         len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
 
 

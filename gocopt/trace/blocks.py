@@ -18,7 +18,7 @@ from torch import nn
 from gocopt.errors import TraceError
 
 
-def find_block_lists(model: nn.Module) -> dict[str, nn.ModuleList | nn.Sequential]:
+def find_block_lists(model: nn.Module) -> dict[str, nn.Module]:
     """Outermost lists of repeated parameterised modules, by module path."""
     found: dict[str, nn.Module] = {}
     for path, module in model.named_modules():
@@ -41,7 +41,7 @@ def find_blocks(model: nn.Module) -> dict[str, nn.Module]:
     same classes held anywhere else (U-ViT's ``mid_block``, a block kept as a plain attribute)."""
     lists = find_block_lists(model)
     blocks = {f"{list_path}.{i}" if list_path else str(i): block
-              for list_path, members in lists.items() for i, block in enumerate(members)}
+              for list_path, members in lists.items() for i, block in enumerate(members.children())}
     classes = {type(block) for block in blocks.values()}
     for path, module in model.named_modules():
         inside = any(path == b or path.startswith(b + ".") or b.startswith(path + ".") for b in blocks)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import networkx as nx
 import torch
@@ -67,6 +68,15 @@ def graph_to_networkx(graph: fx.Graph) -> nx.DiGraph:
     return g
 
 
+class _Candidate(NamedTuple):
+    """One residual add ``stream + … output …`` and the nodes between the two."""
+
+    stream: fx.Node
+    output: fx.Node
+    nodes: set[fx.Node]
+    residual: fx.Node
+
+
 def find_branch_sites(gm: fx.GraphModule) -> list[BranchSite]:
     """Every residual branch of ``gm`` with real work in it, as sites, in graph order."""
     graph = gm.graph
@@ -75,7 +85,7 @@ def find_branch_sites(gm: fx.GraphModule) -> list[BranchSite]:
     ancestors = _Memo(lambda n: nx.ancestors(dataflow, n))
     descendants = _Memo(lambda n: nx.descendants(dataflow, n))
 
-    candidates: list[tuple[fx.Node, fx.Node, set[fx.Node], fx.Node]] = []  # (stream, output, nodes, add)
+    candidates: list[_Candidate] = []
     for node in graph.nodes:
         pair = _residual_pair(node, ancestors)
         if pair is None:
@@ -84,13 +94,13 @@ def find_branch_sites(gm: fx.GraphModule) -> list[BranchSite]:
         output = _strip_gate(branch, stream, ancestors)
         nodes = (descendants(stream) & ancestors(output)) | {output}
         if any(_is_heavy(gm, n) for n in nodes):
-            candidates.append((stream, output, nodes, node))
+            candidates.append(_Candidate(stream, output, nodes, node))
 
     sites = []
     for group in _overlapping_groups(candidates):
-        streams = tuple(dict.fromkeys(c[0] for c in group))
-        outputs = tuple(c[1] for c in group)
-        nodes = _prune_to_skippable(set().union(*(c[2] for c in group)), outputs, order)
+        streams = tuple(dict.fromkeys(c.stream for c in group))
+        outputs = tuple(c.output for c in group)
+        nodes = _prune_to_skippable(set().union(*(c.nodes for c in group)), outputs, order)
         if not any(_is_heavy(gm, n) for n in nodes):
             continue  # everything expensive is shared with the rest of the graph
         ordered = tuple(sorted(nodes, key=order.__getitem__))
@@ -99,7 +109,7 @@ def find_branch_sites(gm: fx.GraphModule) -> list[BranchSite]:
         ))
         kind = _classify(gm, ordered, streams, outputs, ancestors, descendants)
         sites.append(BranchSite(ordered, inputs, outputs, streams, kind, _module_path(gm, ordered),
-                                tuple(c[3] for c in group)))
+                                tuple(c.residual for c in group)))
     sites.sort(key=lambda s: order[s.outputs[0]])
     return sites
 
@@ -148,7 +158,7 @@ def _strip_gate(branch: fx.Node, stream: fx.Node, ancestors: _Memo) -> fx.Node:
 def _overlapping_groups(candidates):
     groups: list[list] = []
     for cand in candidates:
-        merged = [g for g in groups if any(cand[2] & c[2] for c in g)]
+        merged = [g for g in groups if any(cand.nodes & c.nodes for c in g)]
         for g in merged:
             groups.remove(g)
         groups.append([c for g in merged for c in g] + [cand])
@@ -168,7 +178,7 @@ def _module_of(gm: fx.GraphModule, node: fx.Node) -> torch.nn.Module | None:
     if node.op != "call_module":
         return None
     try:
-        return gm.get_submodule(node.target)
+        return gm.get_submodule(str(node.target))
     except AttributeError:
         return None
 

@@ -244,12 +244,12 @@ def _number_sites(traced: TracedModel, node_flops: dict[str, dict[str, int]], by
                                                  by_module.get(path, 0), (), 1), None))
     found.sort(key=lambda item: (item[0], item[1]))
     sites, seen = [], set()
-    for index, (_, _, site, bs) in enumerate(found):
+    for index, (_, _, site, branch) in enumerate(found):
         site_id = site.site_id if site.site_id not in seen else f"{site.site_id}#{index}"
         seen.add(site_id)
         sites.append(dataclasses.replace(site, index=index, site_id=site_id))
-        if bs is not None:
-            traced.branch_of[index] = bs
+        if branch is not None:
+            traced.branch_of[index] = branch
     return sites
 
 

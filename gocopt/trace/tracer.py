@@ -53,7 +53,7 @@ class ValueProxy(fx.Proxy):
 
     @property
     def value(self) -> Any:
-        return self.tracer.values[self.node]
+        return self.tracer.values[self.node]  # type: ignore[attr-defined]  # a ValueTracer's proxy
 
     def _guarded(self, fn: Callable[[Any], Any], what: str) -> Any:
         result = fn(self.value)
@@ -79,7 +79,7 @@ class ValueProxy(fx.Proxy):
         return len(self.value)  # a tuple or list output: its length is fixed by the op
 
     def __iter__(self):
-        return iter([self[i] for i in range(len(self))])
+        return iter([self[i] for i in range(len(self))])  # type: ignore[index]  # fx adds __getitem__
 
     def keys(self):
         return self.value.keys()
@@ -167,11 +167,12 @@ class ValueTracer(fx.Tracer):
         if node.op == "get_attr":
             return functools.reduce(getattr, str(node.target).split("."), self.root)
         if node.op == "call_function":
+            assert callable(node.target)
             return node.target(*args, **kwargs)
         if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return getattr(args[0], str(node.target))(*args[1:], **kwargs)
         if node.op == "call_module":
-            return self.root.get_submodule(node.target)(*args, **kwargs)
+            return self.root.get_submodule(str(node.target))(*args, **kwargs)
         return None
 
 
@@ -230,7 +231,7 @@ def trace_module(module: torch.nn.Module, example_call: dict[str, Any],
     gm = fx.GraphModule(tracer.root, graph, class_name=f"Traced{type(module).__name__}")
     output = next(n for n in reversed(graph.nodes) if n.op == "output").args[0]
     if isinstance(output, dict) and tracer.output_dict_types:  # the module returned a ModelOutput: rebuild it
-        gm.output_type = tracer.output_dict_types[-1]
+        gm.output_type = tracer.output_dict_types[-1]  # type: ignore[assignment]  # an attribute of gocopt's
     return gm
 
 
