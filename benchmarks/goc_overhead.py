@@ -63,8 +63,8 @@ def main() -> None:
                                     "repeats": args.repeats, "environment": environment()})
     text = (f"# GOC overhead: {args.model}, interval:2, {args.steps} DDIM steps, {args.batch} image(s) with CFG, "
             f"{args.threads} CPU threads\n\nFastest of {args.repeats} interleaved rounds.\n\n"
-            + markdown_table(rows, [("reuse", "reuse", ""), ("seconds", "seconds", ".3f"), ("overhead", "overhead",
-                                                                                            "+.2%"),
+            + markdown_table(rows, [("reuse", "reuse", ""), ("seconds", "seconds", ".3f"),
+                                    ("overhead", "overhead", "+.2%"),
                                     ("corrected_site_calls", "corrected site calls", "")]))
     atomic_write_text(f"{args.out}.md", text)
     print(text)

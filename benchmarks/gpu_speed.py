@@ -41,7 +41,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def random_dit(name: str, dtype: torch.dtype, device: torch.device, seed: int = 0) -> nn.Module:
-    """A named DiT with random weights whose adaLN layers are random too (DiT zero-inits them)."""
+    """A named DiT with random weights. ``model_by_name`` already gives the adaLN layers random weights
+    (DiT zero-inits them); here their biases are random too, from a seeded generator, so no gate
+    sits near zero and reuse really changes the stream."""
     model = model_by_name(name, seed=seed)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

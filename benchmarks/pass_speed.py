@@ -62,9 +62,9 @@ def main() -> None:
             "site_gflops_per_call": sum(compiled.site_flops) / 1e9, "coverage": compiled.sites.attrs["coverage"],
             "environment": environment()}
     write_json(f"{name}.json", {"rows": rows, **meta})
-    table = markdown_table(rows, [("config", "run", ""), ("cost", "site-FLOP cost", ".3f"), ("seconds", "seconds",
-                                                                                             ".2f"),
-                                  ("speedup", "speedup", ".3f"), ("ideal", "ideal 1/cost", ".2f"),
+    table = markdown_table(rows, [("config", "run", ""), ("cost", "site-FLOP cost", ".3f"),
+                                  ("seconds", "seconds", ".2f"), ("speedup", "speedup", ".3f"),
+                                  ("ideal", "ideal 1/cost", ".2f"),
                                   ("ratio_to_ideal", "speedup / ideal", ".3f"), ("cache_mib", "cache MiB", ".1f")])
     text = (f"# Pass speed: {args.model}, {args.batch} image(s) with batched CFG, {args.steps} DDIM steps, "
             f"{args.threads} CPU threads\n\nBest of {args.repeats} interleaved rounds; sites cover "

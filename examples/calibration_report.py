@@ -51,12 +51,12 @@ def main() -> None:
                      "rel_change": row["rel_change"], "err_goc_w0.8": row["err_goc_w0.8"],
                      "inflection": "yes" if step in inflections else "",
                      "goc_worse_than_reuse": {True: "yes", False: "", None: "—"}[hurts]})
-    table = markdown_table(rows, [("step", "step", ""), ("timestep", "t", ""), ("direction_cos", "direction cos",
-                                                                                ".3f"),
-                                  ("rel_change", "reuse error (median)", ".4f"), ("err_goc_w0.8", "GOC w=0.8 error",
-                                                                                  ".4f"),
-                                  ("inflection", "detected inflection", ""), ("goc_worse_than_reuse",
-                                                                              "GOC worse than reuse", "")])
+    table = markdown_table(rows, [("step", "step", ""), ("timestep", "t", ""),
+                                  ("direction_cos", "direction cos", ".3f"),
+                                  ("rel_change", "reuse error (median)", ".4f"),
+                                  ("err_goc_w0.8", "GOC w=0.8 error", ".4f"),
+                                  ("inflection", "detected inflection", ""),
+                                  ("goc_worse_than_reuse", "GOC worse than reuse", "")])
     agree = sum(1 for r in rows if r["goc_worse_than_reuse"] != "—"
                 and (r["inflection"] == "yes") == (r["goc_worse_than_reuse"] == "yes"))
     judged = sum(1 for r in rows if r["goc_worse_than_reuse"] != "—")

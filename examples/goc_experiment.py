@@ -46,8 +46,8 @@ def main() -> None:
         configs = [("plain", GOCConfig()), ("GOC, paper (w=1.2)", paper_goc(args.steps))]
         configs += [(f"GOC, w={w}", GOCConfig.at_steps(float(w), paper_steps)) for w in args.sweep.split(",")]
         for label, goc in configs:
-            compiled.set_schedule(named_schedule(f"interval:{k}", ids, steps=args.steps, timesteps=sampler.timesteps,
-                                                 goc=goc))
+            schedule = named_schedule(f"interval:{k}", ids, steps=args.steps, timesteps=sampler.timesteps, goc=goc)
+            compiled.set_schedule(schedule)
             result = compare(compiled, sampler, samples, evaluator=evaluator, reference=uncached)
             rows.append({"schedule": f"interval:{k}", "correction": label, **result})
             print(rows[-1]["schedule"], label, f"{result['psnr_vs_uncached']:.2f} dB",
@@ -62,8 +62,8 @@ def main() -> None:
                                     "environment": environment()})
     text = (f"# GOC vs plain reuse on the reference model (DDIM-{args.steps}, CFG {REFERENCE_GUIDANCE_SCALE}, "
             f"{args.n} samples, seed set {args.seed})\n\nCorrection steps: {paper_steps} (every reused step with a "
-            f"full queue, minus the paper's inflection step {round(0.85 * args.steps)}).\n\n" + markdown_table(rows,
-                                                                                                               columns))
+            f"full queue, minus the paper's inflection step {round(0.85 * args.steps)}).\n\n"
+            + markdown_table(rows, columns))
     atomic_write_text(f"{args.out}.md", text)
     print(text)
 

@@ -204,8 +204,8 @@ def cmd_show(args) -> int:
     for section in ("quality", "search", "calibration"):
         if section in schedule.provenance:
             values = schedule.provenance[section]
-            print(f"{section:<10} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k,
-                                                v in values.items()))
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            print(f"{section:<10} {shown}")
     if args.plot:
         save_schedule_heatmap(schedule, args.plot)
         print(f"heatmap    {args.plot}")

@@ -170,16 +170,15 @@ def tiny_diffusers(name: str) -> tuple[nn.Module, dict]:
                                             text_len_t5=6)
         call = dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g), timestep=torch.tensor([10.0, 10.0]),
                     encoder_hidden_states=torch.randn(2, 5, 32, generator=g), text_embedding_mask=torch.ones(2, 5),
-                    encoder_hidden_states_t5=torch.randn(2, 6, 32, generator=g), text_embedding_mask_t5=torch.ones(2,
-                                                                                                                   6),
+                    encoder_hidden_states_t5=torch.randn(2, 6, 32, generator=g),
+                    text_embedding_mask_t5=torch.ones(2, 6),
                     image_meta_size=torch.tensor([[8.0, 8, 8, 8, 0, 0]] * 2), style=torch.zeros(2, dtype=torch.long),
                     return_dict=False)
     elif name == "cogvideox":  # video: (N, frames, C, H, W), text and video tokens in one attention
         model = diffusers.CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
                                                       out_channels=4, time_embed_dim=16, text_embed_dim=32,
-                                                      num_layers=2,
-                                                      sample_width=8, sample_height=8, sample_frames=5, patch_size=2,
-                                                      temporal_compression_ratio=4, max_text_seq_length=6)
+                                                      num_layers=2, sample_width=8, sample_height=8, sample_frames=5,
+                                                      patch_size=2, temporal_compression_ratio=4, max_text_seq_length=6)
         call = dict(hidden_states=torch.randn(2, 2, 4, 8, 8, generator=g),
                     encoder_hidden_states=torch.randn(2, 6, 32, generator=g), timestep=torch.tensor([10, 10]),
                     return_dict=False)

@@ -77,8 +77,8 @@ def test_reused_steps_skip_shift_and_scale_and_keep_the_gates(tiny_model):
     adaln_modules = sum(str(n.target).startswith("blocks.") and str(n.target).endswith("adaLN_modulation.1")
                         for n in all_compute.graph.nodes if n.op == "call_module")
     assert adaln_modules == len(tiny_model.blocks)  # all compute: the original linears
-    for graph, rows in ((all_reused, [(2 * size, 3 * size), (5 * size, 6 * size)]), (attn_reused, [(2 * size,
-                                                                                                    6 * size)])):
+    expected = ((all_reused, [(2 * size, 3 * size), (5 * size, 6 * size)]), (attn_reused, [(2 * size, 6 * size)]))
+    for graph, rows in expected:
         slices = [n.args[1] for n in graph.graph.nodes if n.target is operator.getitem and isinstance(n.args[1], slice)
                   and str(n.args[0].target).endswith("weight")]
         # per block: the gates only (two runs), or gate_msa through gate_mlp (one run);
@@ -92,8 +92,8 @@ def test_pruned_steps_match_the_full_conditioning(tiny_model, monkeypatch):
     sampler = DDIMSampler(steps=6, guidance_scale=2.0)
     compiled.set_schedule(named_schedule("interval:2", tuple(compiled.sites["site"]), steps=6,
                                          timesteps=sampler.timesteps, goc=GOCConfig.at_steps(0.8, range(2, 6))))
-    labels, noise = torch.arange(3), torch.randn(3, tiny_model.in_channels, tiny_model.input_size,
-                                                 tiny_model.input_size)
+    size = tiny_model.input_size
+    labels, noise = torch.arange(3), torch.randn(3, tiny_model.in_channels, size, size)
     pruned = sampler.sample(compiled, labels, noise, num_classes=tiny_model.num_classes)
     monkeypatch.setattr("gocopt.passes.specialize.prune_dead_chunks", lambda gm, policy: 0)
     compiled._specialized.clear()

@@ -181,8 +181,8 @@ def test_show_summarises_and_plots(saved, tmp_path, capsys):
 # -- fuzzing: whatever the bytes, the loader raises ScheduleError or returns a valid schedule ----
 
 _json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True) | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                 max_size=3),
+                     lambda inner: (st.lists(inner, max_size=3)
+                                    | st.dictionaries(st.text(max_size=5), inner, max_size=3)),
                      max_leaves=8)
 
 

@@ -17,35 +17,32 @@ def build(name: str):
     g = torch.Generator().manual_seed(0)
     if name == "dit":
         model = diffusers.DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                                out_channels=8, num_layers=2,
-                                                sample_size=8, patch_size=2, num_embeds_ada_norm=1000)
+                                                out_channels=8, num_layers=2, sample_size=8, patch_size=2,
+                                                num_embeds_ada_norm=1000)
         call = dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g), timestep=torch.tensor([10, 10]),
                     class_labels=torch.tensor([1, 2]), return_dict=False)
     elif name in ("pixart", "pixart_sigma"):
         model = diffusers.PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                                   out_channels=8,
-                                                   num_layers=2, sample_size=8, patch_size=2, cross_attention_dim=16,
-                                                   caption_channels=32)
-        call = dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g), encoder_hidden_states=torch.randn(2, 5, 32,
-                                                                                                          generator=g),
+                                                   out_channels=8, num_layers=2, sample_size=8, patch_size=2,
+                                                   cross_attention_dim=16, caption_channels=32)
+        call = dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g),
+                    encoder_hidden_states=torch.randn(2, 5, 32, generator=g),
                     timestep=torch.tensor([10, 10]), added_cond_kwargs={"resolution": None, "aspect_ratio": None},
                     return_dict=False)
     elif name == "sd3":
         model = diffusers.SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2,
-                                                attention_head_dim=8,
-                                                num_attention_heads=2, joint_attention_dim=32,
-                                                caption_projection_dim=16,
-                                                pooled_projection_dim=16, out_channels=4)
-        call = dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g), encoder_hidden_states=torch.randn(2, 5, 32,
-                                                                                                          generator=g),
+                                                attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                                caption_projection_dim=16, pooled_projection_dim=16, out_channels=4)
+        call = dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g),
+                    encoder_hidden_states=torch.randn(2, 5, 32, generator=g),
                     pooled_projections=torch.randn(2, 16, generator=g), timestep=torch.tensor([10, 10]),
                     return_dict=False)
     elif name == "flux":
         model = diffusers.FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=2, num_single_layers=2,
                                                  attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
                                                  pooled_projection_dim=32, axes_dims_rope=(4, 4, 8))
-        call = dict(hidden_states=torch.randn(1, 16, 4, generator=g), encoder_hidden_states=torch.randn(1, 8, 32,
-                                                                                                        generator=g),
+        call = dict(hidden_states=torch.randn(1, 16, 4, generator=g),
+                    encoder_hidden_states=torch.randn(1, 8, 32, generator=g),
                     pooled_projections=torch.randn(1, 32, generator=g), timestep=torch.tensor([0.5]),
                     img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(8, 3), return_dict=False)
     else:

@@ -44,8 +44,8 @@ _HOOK_ATTR = "_gocopt_set_timesteps"
 
 def is_pipeline(obj: Any) -> bool:
     """A diffusers-style pipeline: callable, with a transformer and a scheduler."""
-    return callable(obj) and hasattr(obj, "transformer") and hasattr(obj, "scheduler") and not isinstance(obj,
-                                                                                                          nn.Module)
+    return (callable(obj) and hasattr(obj, "transformer") and hasattr(obj, "scheduler")
+            and not isinstance(obj, nn.Module))
 
 
 def _original_transformer(pipe: Any) -> nn.Module:

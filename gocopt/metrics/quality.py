@@ -49,8 +49,8 @@ class QualityEvaluator:
         logits = self.classifier.head(torch.from_numpy(self.features(images)).float().to(self.device))
         return logits.softmax(-1).cpu().double().numpy()
 
-    def score(self, samples: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str,
-                                                                                                                float]:
+    def score(self, samples: torch.Tensor, labels: torch.Tensor,
+              reference: torch.Tensor | None = None) -> dict[str, float]:
         samples = samples.detach().cpu().float()
         feats = self.features(samples)
         probs = self.probabilities(samples)

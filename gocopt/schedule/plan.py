@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from gocopt.errors import ScheduleError
 from gocopt.schedule.schedule import Schedule
@@ -84,11 +85,11 @@ class StepPlan:
     keep_out: tuple[tuple[int, int], ...] = ()
     observe: bool = False
 
-    @property
+    @cached_property  # read at every model call: counted once per plan
     def computed(self) -> int:
         return sum(a is None for a in self.actions)
 
-    @property
+    @cached_property
     def corrected(self) -> int:
         return sum(a is not None and not a.is_plain for a in self.actions)
 

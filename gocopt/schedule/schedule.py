@@ -101,8 +101,8 @@ class Schedule:
         """Refuse to run on a model whose sites differ from the ones this schedule was made for."""
         site_ids = tuple(site_ids)
         if site_ids != self.site_ids:
-            diff = next((i for i, (a, b) in enumerate(zip(site_ids, self.site_ids)) if a != b), min(len(site_ids),
-                                                                                                    len(self.site_ids)))
+            diff = next((i for i, (a, b) in enumerate(zip(site_ids, self.site_ids)) if a != b),
+                        min(len(site_ids), len(self.site_ids)))
             raise ScheduleError(
                 f"schedule {self.name!r} was made for {len(self.site_ids)} sites, the model has {len(site_ids)}; "
                 f"first difference at column {diff}: schedule "
