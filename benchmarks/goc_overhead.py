@@ -42,7 +42,7 @@ def main() -> None:
     schedules = {
         "plain reuse": named_schedule("interval:2", ids, steps=args.steps, timesteps=sampler.timesteps),
         "GOC (w=0.8)": named_schedule("interval:2", ids, steps=args.steps, timesteps=sampler.timesteps,
-                                      goc=GOCConfig.at_steps(0.8, goc_steps)),
+                                      predictor=GOCConfig.at_steps(0.8, goc_steps)),
     }
     noise = initial_noise(range(args.batch), (model.in_channels, model.input_size, model.input_size))
     labels = torch.arange(args.batch) % model.num_classes

@@ -6,7 +6,7 @@
 Writes ``<out>.md`` (the tables), ``<out>.json`` (every number, with the environment) and
 ``<out>.png`` (quality vs realised cost); ``--out`` defaults to docs/benchmarks/head_to_head.
 
-Quality table: the shipped reference model, DDIM-20 and DDIM-50 with CFG 4, budgets 0.25 / 0.5 /
+Quality table: the shipped reference model, DDIM-20 and DDIM-50 with CFG 4, budgets 0.25 / 0.35 / 0.5 /
 0.75, 1000 seeds that neither gocopt's search nor its held-out check ever used; gocopt's rows load
 the committed schedules in schedules/ exactly as a deployment would (``--compile`` searches them
 in the run instead). Speed table: DiT-S/2, B/2 and XL/2 shapes with random weights, 1 and 2
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=("quality", "speed"), help="run one of the two tables")
     parser.add_argument("--compile", action="store_true", help="search gocopt's schedules in the run")
     parser.add_argument("--samples", type=int, help="quality samples (default 1000; 48 with --quick)")
+    parser.add_argument("--timing-samples", type=int, help="seeds timed at batch size 1 per row (default 10)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/benchmarks/head_to_head")
     args = parser.parse_args(argv)
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         quality = replace(quality, schedules_dir=None)
     if args.samples:
         quality = replace(quality, samples=args.samples, batch_size=min(quality.batch_size, args.samples))
+    if args.timing_samples:
+        quality = replace(quality, timing_samples=args.timing_samples)
     speed = QUICK_SPEED if args.quick else FULL_SPEED
 
     results: dict = {"environment": environment(), "quick": args.quick, "only": args.only}
@@ -124,7 +127,10 @@ def quality_markdown(results: dict, out: Path) -> str:
                     LABELS[m] for m in v["loses_to"])
             cheaper = f" (rows cheaper than gocopt's: {', '.join(LABELS[m] for m in v['cheaper_rows'])})" \
                 if v["cheaper_rows"] else ""
-            lines.append(f"- budget {v['budget']:.2f}: {verdict}{cheaper}.")
+            margin = (f"; {v['margin_db']:+.2f} dB over the best peer ({LABELS[v['best_peer']]})"
+                      if v.get("best_peer") else "")
+            over = f"; **over budget**: {', '.join(v['over_budget'])}" if v.get("over_budget") else ""
+            lines.append(f"- budget {v['budget']:.2f}: {verdict}{cheaper}{margin}{over}.")
         lines.append("")
     return "\n".join(lines)
 

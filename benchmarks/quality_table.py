@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 import gocopt
 from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.smoothcache import smoothcache_mask
-from benchmarks.peers.taylorseer import taylorseer_rule
+from benchmarks.peers.taylorseer import taylorseer_mask
 from gocopt.calibrate import calibrate
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.driver import SEARCH_SEED_BASE
@@ -35,10 +35,12 @@ from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule import GOCConfig, Schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
+from gocopt.schedule.predictors import Predictor, Taylor
+from gocopt.search.path import best_path, path_mask
+from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans
 from gocopt.timing import timed
 
 BENCHMARK_SEED_BASE = 30_000  # disjoint from gocopt.compile's search (10_000+) and held-out (20_000+) seeds
-TAYLORSEER_LABEL = "TaylorSeer-style, 1st order on interval-K"
 LABELS = {
     "uncached": "uncached",
     "fora": "FORA interval-K, plain reuse",
@@ -46,8 +48,10 @@ LABELS = {
     "l2c": "L2C-like static, plain",
     "smoothcache": "SmoothCache-style (calibration + threshold)",
     "first_block_cache": "FirstBlockCache/TeaCache-style (dynamic, probe counted)",
-    "taylorseer": TAYLORSEER_LABEL,
-    "gocopt": "gocopt compile (searched + fitted GOC)",
+    "taylorseer": "TaylorSeer-style, 1st order on interval-K",
+    "taylorseer2": "TaylorSeer-style, 2nd order, warm-up + every N",
+    "lemica": "LeMiCa-style global path (whole model, plain reuse)",
+    "gocopt": "gocopt compile (searched mask + predictor)",
 }
 
 
@@ -67,7 +71,7 @@ class QualitySettings:
     """What the quality table measures; the defaults are the committed table's."""
 
     steps: tuple[int, ...] = (20, 50)
-    budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
+    budgets: tuple[float, ...] = (0.25, 0.35, 0.5, 0.75)
     samples: int = 1000
     timing_samples: int = 10
     calibration_samples: int = 64
@@ -98,7 +102,6 @@ class QualityBench:
         self.model, self.settings, self.progress = model, settings, progress
         self.sampler = DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE)
         self.compiled = cache_model(model)
-        self.taylor = cache_model(model, rule=taylorseer_rule)
         self.ids = tuple(self.compiled.sites["site"])
         self.flops = np.asarray(self.compiled.site_flops, dtype=np.float64)
         shape = (model.in_channels, model.input_size, model.input_size)
@@ -106,9 +109,18 @@ class QualityBench:
         self.calib_labels, self.calib_noise = calib.labels, initial_noise(calib.seeds, shape)
         self.calibration = calibrate(self.compiled, self.sampler, self.calib_labels, self.calib_noise,
                                      num_classes=model.num_classes, seeds=calib.seeds)
+        seeds = slice(0, SPAN_SEEDS)  # LeMiCa's spans: whole-model plain reuse, end-to-end error
+        self.plain_spans = measure_spans(self.compiled, self.sampler, self.calib_labels[seeds], self.calib_noise[seeds],
+                                         self.calibration.samples[seeds], gram=None, num_classes=model.num_classes,
+                                         max_gap=max_gap_for(settings.budgets, steps), progress=progress)
 
-    def schedule(self, mask: np.ndarray, name: str, goc: GOCConfig | None = None) -> Schedule:
-        return Schedule(mask, self.ids, tuple(self.sampler.timesteps), goc or GOCConfig(), name)
+    def schedule(self, mask: np.ndarray, name: str, predictor: Predictor | None = None) -> Schedule:
+        return Schedule(mask, self.ids, tuple(self.sampler.timesteps), predictor or GOCConfig(), name)
+
+    def lemica_mask(self, budget: float) -> np.ndarray:
+        """LeMiCa: the whole model computed at the steps of the least-error path that fits the budget."""
+        steps = self.sampler.steps
+        return path_mask(best_path(self.plain_spans, int(np.floor(budget * steps + 1e-9))), steps, len(self.ids))
 
     def contenders(self, budget: float) -> list[Contender]:
         steps, n = self.sampler.steps, len(self.ids)
@@ -124,8 +136,12 @@ class QualityBench:
             "smoothcache": lambda: _schedule_contender("smoothcache", budget, self.compiled,
                                                        self.schedule(smooth, "smoothcache")),
             "first_block_cache": lambda: _first_block_contender(budget, self.first_block_cache(budget)),
-            "taylorseer": lambda: _schedule_contender("taylorseer", budget, self.taylor,
-                                                      self.schedule(fora, "taylorseer", GOCConfig())),
+            "taylorseer": lambda: _schedule_contender("taylorseer", budget, self.compiled,
+                                                      self.schedule(fora, "taylorseer", Taylor(1))),
+            "taylorseer2": lambda: _schedule_contender("taylorseer2", budget, self.compiled, self.schedule(
+                taylorseer_mask(steps, n, budget), "taylorseer2", Taylor(2))),
+            "lemica": lambda: _schedule_contender("lemica", budget, self.compiled,
+                                                  self.schedule(self.lemica_mask(budget), "lemica")),
             "gocopt": lambda: self.gocopt(budget),
         }
         return [builders[m]() for m in self.settings.methods if m in builders]
@@ -250,6 +266,10 @@ def verdicts(rows: Sequence[dict]) -> list[dict]:
         losses = [r["method"] for r in group if r["method"] != "gocopt" and (
             r["psnr_vs_uncached"] >= ours["psnr_vs_uncached"] or r["fd_vs_uncached"] <= ours["fd_vs_uncached"])]
         cheaper = [r["method"] for r in group if r["method"] != "gocopt" and r["cost"] < ours["cost"] - 1e-9]
+        peers = [r for r in group if r["method"] not in ("gocopt", "uncached")]
+        best = max(peers, key=lambda r: r["psnr_vs_uncached"]) if peers else None
         out.append({"steps": steps, "budget": budget, "gocopt_wins": not losses, "loses_to": losses,
-                    "cheaper_rows": cheaper})
+                    "cheaper_rows": cheaper, "best_peer": best["method"] if best else None,
+                    "margin_db": ours["psnr_vs_uncached"] - best["psnr_vs_uncached"] if best else None,
+                    "over_budget": [r["method"] for r in group if r["cost"] > budget + 1e-9]})
     return out

@@ -49,7 +49,7 @@ def reuse_traffic(compiled: CachedModel, goc: GOCConfig, *, batch: int = 2, step
     model = compiled.original
     timesteps = [round(i * 999 / (steps - 1)) for i in range(steps)][::-1]
     compiled.set_schedule(named_schedule("interval:2", tuple(compiled.sites["site"]), steps=steps,
-                                         timesteps=timesteps, goc=goc), log=False)
+                                         timesteps=timesteps, predictor=goc), log=False)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, model.in_channels, model.input_size, model.input_size, generator=g)
     y = torch.arange(batch) % model.num_classes

@@ -28,10 +28,12 @@ def main() -> None:
             "l2c_cost": l2c["cost"], "l2c_psnr": l2c["psnr_vs_uncached"], "l2c_fd": l2c.get("fd_vs_uncached"),
             "gain_db": held["psnr_vs_uncached"] - fora["psnr_vs_uncached"], "samples": held["samples"],
             "trials": schedule.provenance["search"]["trials"],
+            "found": _found(schedule.provenance["search"].get("best_params", {})),
         })
     write_json("docs/compile_results.json", {"rows": rows})
     table = markdown_table(rows, [
-        ("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("cost", "gocopt cost", ".3f"),
+        ("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("found", "search found", ""),
+        ("cost", "gocopt cost", ".3f"),
         ("psnr", "gocopt PSNR", ".2f"), ("fd", "gocopt FD", ".4f"),
         ("fora_cost", "FORA+GOC(paper) cost", ".3f"), ("fora_psnr", "PSNR", ".2f"), ("fora_fd", "FD", ".4f"),
         ("l2c_cost", "L2C-like cost", ".3f"), ("l2c_psnr", "PSNR", ".2f"), ("l2c_fd", "FD", ".4f"),
@@ -40,9 +42,15 @@ def main() -> None:
     text = (f"# gocopt compile vs the baselines at equal cost (reference model, {n} held-out samples)\n\n"
             "PSNR (dB) and FD are against the uncached model with the same seeds; higher PSNR and lower FD are "
             "better. FORA+GOC(paper) is interval-K reuse (interval 2 over the first steps for budget 0.75) with the "
-            "paper's w = 1.2 and hand-set correction steps; L2C-like reuses early steps, plain.\n\n" + table)
+            "paper's w = 1.2 and hand-set correction steps; L2C-like reuses early steps, plain. *search found*: the "
+            "start family of the best trial (path = globally placed compute steps) and its predictor.\n\n" + table)
     atomic_write_text("docs/compile_results.md", text)
     print(text)
+
+
+def _found(params: dict) -> str:
+    """``family + predictor`` of the best trial (format-1 files searched GOC only)."""
+    return f"{params.get('family', '?')} + {params.get('predictor', 'goc')}"
 
 
 if __name__ == "__main__":

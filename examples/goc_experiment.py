@@ -46,7 +46,8 @@ def main() -> None:
         configs = [("plain", GOCConfig()), ("GOC, paper (w=1.2)", paper_goc(args.steps))]
         configs += [(f"GOC, w={w}", GOCConfig.at_steps(float(w), paper_steps)) for w in args.sweep.split(",")]
         for label, goc in configs:
-            schedule = named_schedule(f"interval:{k}", ids, steps=args.steps, timesteps=sampler.timesteps, goc=goc)
+            schedule = named_schedule(f"interval:{k}", ids, steps=args.steps, timesteps=sampler.timesteps,
+                                      predictor=goc)
             compiled.set_schedule(schedule)
             result = compare(compiled, sampler, samples, evaluator=evaluator, reference=uncached)
             rows.append({"schedule": f"interval:{k}", "correction": label, **result})

@@ -24,7 +24,7 @@ def main() -> None:
     cached = cache_model(reference())
     sampler = DDIMSampler(steps=20, guidance_scale=4.0)
     cached.set_schedule(named_schedule("interval:2", tuple(cached.sites["site"]), steps=20, timesteps=sampler.timesteps,
-                                       goc=GOCConfig.at_steps(0.85, range(2, 20))))
+                                       predictor=GOCConfig.at_steps(0.85, range(2, 20))))
     print(f"{len(cached.runtime.plan.plans)} distinct step plans for 20 steps: {cached.runtime.plan.plan_of_step}")
     labels, noise = torch.arange(8) % 10, initial_noise(range(8), (1, 8, 8))
     eager = sampler.sample(cached, labels, noise, num_classes=10)

@@ -19,6 +19,7 @@ from torch import nn
 from gocopt.driver import DEFAULT_TRIALS, compile_model, load_model
 from gocopt.integrations.diffusers import compile_pipeline, is_pipeline, load_pipeline
 from gocopt.metrics.quality import QualityEvaluator
+from gocopt.search.storage import DEFAULT_HEARTBEAT
 
 
 def compile(  # noqa: A001 - the product's verb, as in torch.compile
@@ -40,6 +41,8 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     num_classes: int | None = None,
     latent_shape: Sequence[int] | None = None,
     evaluator: QualityEvaluator | None = None,
+    join: bool = False,
+    heartbeat: int | None = DEFAULT_HEARTBEAT,
 ) -> Any:
     """Search the cache schedule that keeps samples closest to the uncached model's while
     computing at most ``budget`` of the site FLOPs, and return the model compiled with it.
@@ -53,7 +56,11 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     a pixel-space model passes its own sampler). ``evaluator`` (e.g. gocopt's digits classifier,
     :class:`~gocopt.metrics.quality.QualityEvaluator`, for the reference model) adds the Fréchet
     distance to the uncached samples in its features to the recorded quality. ``storage``: any Optuna
-    storage (URL or object) to share or resume the study; ``study_name`` names it there.
+    storage (URL or object) to share or resume the study; ``study_name`` names it there. ``join=True``
+    makes this process one more worker of that shared study: it runs trials and returns ``None``
+    (``[]`` for several budgets); the process without it scores and returns the result.
+    ``heartbeat``: seconds between a running trial's heartbeats in a database storage (a worker
+    silent for three is taken for dead and its trial re-run).
     The result's ``.schedule`` records the model fingerprint, the sampler, calibration and search
     summaries and the quality measured on ``heldout_samples`` seeds the search never saw, next to
     the FORA+GOC (paper settings) and L2C-like baselines at the same budget.
@@ -71,7 +78,7 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     return compile_model(model, budget, steps=steps, sampler=sampler, trials=trials, search_samples=search_samples,
                          heldout_samples=heldout_samples, seed=seed, storage=storage, study_name=study_name,
                          example_inputs=example_inputs, progress=progress, num_classes=num_classes,
-                         latent_shape=latent_shape, evaluator=evaluator)
+                         latent_shape=latent_shape, evaluator=evaluator, join=join, heartbeat=heartbeat)
 
 
 def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inputs: Any = None,

@@ -99,7 +99,7 @@ def _schedule(args, cached):
         goc = GOCConfig.at_steps(args.goc_w, steps)
     sampler = _sampler(args)
     return named_schedule(args.schedule, tuple(cached.sites["site"]), steps=args.steps, site_flops=cached.site_flops,
-                          site_blocks=list(cached.sites["block"]), timesteps=sampler.timesteps, goc=goc)
+                          site_blocks=list(cached.sites["block"]), timesteps=sampler.timesteps, predictor=goc)
 
 
 def cmd_sample(args) -> int:
@@ -140,7 +140,7 @@ def cmd_eval(args) -> int:
         schedule = cached.schedule
         result.update(compare(cached, sampler, samples, evaluator=evaluator, reference=uncached,
                               batch_size=args.batch_size, device=device))
-        result.update(schedule=schedule.name, correction=args.correction, goc=repr(schedule.goc),
+        result.update(schedule=schedule.name, correction=args.correction, predictor=repr(schedule.predictor),
                       uncached={**uncached_scores, "seconds": uncached[1]})
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True, default=float))
@@ -164,7 +164,12 @@ def cmd_compile(args) -> int:
     evaluator = QualityEvaluator(device=device) if args.model == "reference" else None  # digits: FD too
     compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
                               heldout_samples=args.heldout_samples, seed=args.seed, storage=args.storage,
-                              study_name=args.study_name, evaluator=evaluator)
+                              study_name=args.study_name, evaluator=evaluator, join=args.workers_join,
+                              heartbeat=args.heartbeat)
+    if args.workers_join:
+        print(f"worker done: the studies of budgets {', '.join(f'{b:g}' for b in budgets)} hold {args.trials} complete "
+              "trials each; the leader (the same command without --workers-join) writes the schedules")
+        return 0
     for budget, result in zip(budgets, compiled):
         out = Path((args.out or "schedules/{model}_ddim{steps}_b{budget}.json").format(
             model=args.model.replace("/", "_"), steps=args.steps, budget=f"{budget:.2f}"))
@@ -199,7 +204,7 @@ def cmd_show(args) -> int:
     print(f"sampler    {', '.join(f'{k}={v}' for k, v in sampler.items())}")
     print(f"budget     {schedule.budget if schedule.budget is not None else '—'}   cost {cost:.4f} of site FLOPs   "
           f"ideal speedup {1 / cost:.2f}x")
-    print(f"goc        {schedule.goc!r}   inflection points {schedule.provenance.get('inflection_points', [])}")
+    print(f"predictor  {schedule.predictor!r}   inflection points {schedule.provenance.get('inflection_points', [])}")
     print("reused per step " + " ".join(f"{r:.2f}" for r in schedule.reuse_fraction_per_step()))
     for section in ("quality", "search", "calibration"):
         if section in schedule.provenance:
@@ -259,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///study.db, postgresql://...) to "
                                                    "share or resume the study")
     p.add_argument("--study-name", default=None)
+    p.add_argument("--workers-join", action="store_true",
+                   help="be one more worker of the study in --storage: run trials, write nothing (the command "
+                        "started without this flag writes the schedule)")
+    p.add_argument("--heartbeat", type=int, default=10,
+                   help="seconds between a running trial's heartbeats in a database storage; a worker silent for "
+                        "three is taken for dead and its trial is run again (default 10)")
     p.add_argument("--out", default=None, help="schedule path (default schedules/{model}_ddim{steps}_b{budget}.json)")
     p.set_defaults(func=cmd_compile)
 
@@ -294,7 +305,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); "
                              "use --device cpu, or install a CUDA build of torch (README, GPU)")
     for name, least in (("steps", 2), ("n", 1), ("batch_size", 1), ("trials", 1), ("search_samples", 1),
-                        ("heldout_samples", 1)):
+                        ("heldout_samples", 1), ("heartbeat", 1)):
         value = getattr(args, name, None)
         if value is not None and value < least:
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
@@ -316,6 +327,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     storage = getattr(args, "storage", None)
     if storage:
         _check_storage(storage)
+    if getattr(args, "workers_join", False) and not storage:
+        raise UsageError("--workers-join needs --storage: workers share a study through a database or journal file")
 
 
 def _check_schedule_spec(spec: str) -> None:
@@ -358,7 +371,8 @@ def _check_storage(url: str) -> None:
         sqlalchemy.create_engine(url).connect().close()
     except Exception as e:  # noqa: BLE001 - any failure to reach the database is the same answer
         raise UsageError(f"--storage {shown}: cannot connect ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160]}); check the URL and that the server is up") from e
+                         f"{str(e).splitlines()[0][:160]}); check the URL and that the server is up, then re-run "
+                         "the same command (nothing was written; a study already there resumes)") from e
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from gocopt.passes import insert_cache_sites, specialize_plan
 from gocopt.passes.prune_conditioning import ChunkPolicy
 from gocopt.runtime.modules import BlockCacheSite, CacheSite, Program, TracedBlock, check_constants
 from gocopt.runtime.runtime import CacheRuntime
-from gocopt.schedule.plan import ReuseRule, RunPlan, StepPlan, goc_rule
+from gocopt.schedule.plan import RunPlan, StepPlan
 from gocopt.schedule.schedule import Schedule
 from gocopt.trace.sites import TracedModel, trace_sites
 from gocopt.trace.tracer import CallBinder, has_tensor
@@ -52,11 +52,11 @@ class CachedModel(nn.Module):
             ``runtime.plan`` the distinct step plans of the schedule.
     """
 
-    def __init__(self, traced: TracedModel, schedule: Schedule | None = None, *, rule: ReuseRule = goc_rule) -> None:
+    def __init__(self, traced: TracedModel, schedule: Schedule | None = None) -> None:
         super().__init__()
         self.__dict__["_original"] = traced.model
         self.sites: pd.DataFrame = traced.table()
-        self.runtime = CacheRuntime(tuple(self.sites["site"]), rule=rule)
+        self.runtime = CacheRuntime(tuple(self.sites["site"]))
         self.mode = traced.mode
         self.module, self._graphs, self._blocks = _rewrite(traced, self.runtime)
         self._observed_layout: dict[str, list[tuple[int, int | None]]] = {
@@ -253,16 +253,15 @@ class CachedModel(nn.Module):
                              "compile on the device you sample on")
 
 
-def cache_model(model: nn.Module, schedule: Schedule | None = None, example_inputs: Any = None, *,
-                rule: ReuseRule = goc_rule) -> CachedModel:
+def cache_model(model: nn.Module, schedule: Schedule | None = None, example_inputs: Any = None) -> CachedModel:
     """Trace ``model``, rewrite its cache sites, and apply ``schedule`` (``None``: compute all).
 
-    ``model`` is not modified; the result shares its parameters. ``rule`` swaps in another way of
-    making reused values (:mod:`gocopt.schedule.plan`), e.g. a peer method for a benchmark.
+    ``model`` is not modified; the result shares its parameters. How reused values are made is the
+    schedule's own predictor (:mod:`gocopt.schedule.predictors`).
     """
     if isinstance(model, CachedModel):
         raise TraceError("model is already compiled by gocopt; use .set_schedule() or compile .original")
-    return CachedModel(trace_sites(model, example_inputs), schedule, rule=rule)
+    return CachedModel(trace_sites(model, example_inputs), schedule)
 
 
 Graphs = dict[str, tuple[fx.GraphModule, dict[int, int]]]  # graph path → (rewritten graph, site → outputs)

@@ -8,6 +8,7 @@ and on a diffusers pipeline (:mod:`gocopt.integrations.diffusers`), and both loa
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from gocopt.schedule.io import load_schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
 from gocopt.schedule.schedule import Schedule
 from gocopt.search import ScheduleObjective, SearchSet, SpaceContext, check_budget, run_search
+from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans
+from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.trace.capture import first_call
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ def compile_model(
     num_classes: int | None = None,
     latent_shape: Sequence[int] | None = None,
     evaluator: QualityEvaluator | None = None,
+    join: bool = False,
+    heartbeat: int | None = DEFAULT_HEARTBEAT,
 ) -> Any:
     """Search, score and stamp schedules for a class-conditional DiT (see :func:`gocopt.compile`)."""
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
@@ -76,33 +81,54 @@ def compile_model(
     results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
                              search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
                              storage=storage, study_name=study_name or _default_study_name(model, sampler),
-                             progress=progress, example_inputs=example_inputs)
+                             progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat)
+    if join:
+        return None if isinstance(budget, (int, float)) else []
     return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
 
 
 def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
                    noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut, *, num_classes: int | None,
                    trials: int, seed: int, storage: Any, study_name: str, progress: bool,
-                   example_inputs: Any = None) -> list[CachedModel]:
+                   example_inputs: Any = None, join: bool = False,
+                   heartbeat: int | None = DEFAULT_HEARTBEAT) -> list[CachedModel]:
     """Calibrate once on the search inputs, then search, score and stamp one schedule per budget.
 
     ``sampler`` is anything with gocopt's sampler interface (``steps``, ``timesteps``,
     ``guidance``, ``describe()``, ``sample(model, labels, noise, num_classes=)``): gocopt's DDIM,
     or a diffusers pipeline behind :class:`gocopt.integrations.diffusers.PipelineSampler`.
+
+    ``join=True`` makes this process a worker of a shared study (``storage``): it runs trials
+    until the study holds ``trials`` complete ones and returns nothing; the process started
+    without it (the leader) scores the best schedule and is the only one that writes it.
     """
     model = compiled.original
+    fingerprint = model_fingerprint(model, compiled.sites)
+    identity = {k: fingerprint.get(k) for k in ("class", "parameters_sha256", "weights_sha256", "config")}
     calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
+    span_seeds = slice(0, SPAN_SEEDS)
+    edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds], calibration.samples[span_seeds],
+                          max_gap=max_gap_for(budgets, sampler.steps), gram=calibration.gram,
+                          num_classes=num_classes, progress=progress)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
-                       tuple(inflections))
+                       tuple(inflections), calibration.gram, edges)
     search_set = SearchSet(labels, noise, calibration.samples)
     results = []
     for b in budgets:
         objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes)
         name = f"{study_name}-b{b:g}"
-        found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name, progress=progress)
+        metadata = {"model": identity, "sampler": sampler.describe(), "budget": b, "budgets": list(budgets),
+                    "search_seeds": [int(seeds[0]), int(seeds[-1]), len(seeds)]}
+        found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
+                           metadata=metadata, heartbeat=heartbeat, worker=os.getpid() % 10_000 + 1 if join else 0,
+                           group=study_name)
+        if join:
+            logger.info("joined study %r: it holds %d complete trials; its leader scores and writes the schedule",
+                        name, found.trials)
+            continue
         schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
         quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
                                                                   "samples": len(seeds)},

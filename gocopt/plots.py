@@ -64,12 +64,15 @@ def save_schedule_heatmap(schedule, path: str | Path, site_labels=None) -> None:
     ax.set_xticks(range(0, sites, stride))
     ax.set_xticklabels(labels[::stride], rotation=90, fontsize=6)
     ax.set_yticks(range(steps))
-    ax.set_yticklabels([f"{s}{' *' if s in schedule.goc.correction_steps else ''}" for s in range(steps)], fontsize=6)
+    corrected = {s for s, row in enumerate(schedule.predictor.actions(schedule.mask))
+                 if any(a is not None and not a.is_plain for a in row)}
+    ax.set_yticklabels([f"{s}{' *' if s in corrected else ''}" for s in range(steps)], fontsize=6)
     reused = 1.0 - mask.mean(axis=1)
     bar.barh(range(steps), reused, color="tab:orange")
     bar.set_xlim(0, 1)
     bar.set_xlabel("reused")
-    ax.set_title(f"{schedule.name or 'schedule'}: dark = compute, light = reuse, * = GOC correction step", fontsize=8)
+    ax.set_title(f"{schedule.name or 'schedule'}: dark = compute, light = reuse, * = a predicted (not plainly "
+                 "reused) value", fontsize=8)
     _save(fig, path, dpi=110)
 
 

@@ -52,7 +52,7 @@ def compile_report(schedule, path_stem: str) -> str:
     quality = schedule.provenance.get("quality", {})
     rows = []
     if "heldout" in quality:
-        rows.append({"schedule": "gocopt (searched + fitted GOC)", **quality["heldout"]})
+        rows.append({"schedule": "gocopt (searched mask + predictor)", **quality["heldout"]})
     for name, values in quality.get("baselines", {}).items():
         label = {"fora_goc_paper": "FORA + GOC, paper settings (w=1.2)", "l2c": "L2C-like, plain reuse"}.get(name, name)
         rows.append({"schedule": label, **values})
@@ -71,7 +71,7 @@ def compile_report(schedule, path_stem: str) -> str:
         f"{table}\n"
         f"- search: {search.get('trials')} trials, study `{search.get('study')}`, best search PSNR "
         f"{search.get('best_value', float('nan')):.2f} dB; best parameters `{search.get('best_params')}`\n"
-        f"- GOC: {schedule.goc!r}\n"
+        f"- predictor: {schedule.predictor!r}\n"
         f"- inflection points (steps where features turn back): {schedule.provenance.get('inflection_points')}\n"
         f"- reused fraction per step: {reuse}\n"
     )

@@ -11,20 +11,30 @@ from conftest import OneSiteModel, site_run
 
 from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.smoothcache import smoothcache_mask, threshold_mask
-from benchmarks.peers.taylorseer import taylorseer_rule
+from benchmarks.peers.taylorseer import taylorseer_mask
 from gocopt.compiled import cache_model
 from gocopt.sampling import DDIMSampler, initial_noise
-from gocopt.schedule import GOCConfig, Schedule
+from gocopt.schedule import Schedule
+from gocopt.schedule.predictors import Taylor
 
 
 def test_taylorseer_extrapolates_from_the_last_two_computed_values():
     """Computed 1 at step 0 and 3 at step 2: step 1 plain (one value), step 3 → 3 + 1·(3−1)/2 = 4, step 4 → 5."""
-    compiled = cache_model(OneSiteModel(), None, (torch.zeros(1, 1, dtype=torch.float64), torch.tensor([4])),
-                           rule=taylorseer_rule)
+    compiled = cache_model(OneSiteModel(), None, (torch.zeros(1, 1, dtype=torch.float64), torch.tensor([4])))
     mask = np.array([[True], [False], [True], [False], [False]])
-    compiled.set_schedule(Schedule(mask, ("blocks.0.attn",), None, GOCConfig(), "taylor"))
+    compiled.set_schedule(Schedule(mask, ("blocks.0.attn",), None, Taylor(1), "taylor"))
     used, _ = site_run(compiled, [1.0, 0.0, 3.0, 0.0, 0.0], (4, 3, 2, 1, 0))
     assert used == pytest.approx([1.0, 1.0, 3.0, 4.0, 5.0])
+
+
+@pytest.mark.parametrize("steps", [20, 50])
+@pytest.mark.parametrize("budget", [0.25, 0.35, 0.5, 0.75])
+def test_taylorseer_shape_warms_up_then_computes_every_n_within_the_budget(steps, budget):
+    row = taylorseer_mask(steps, 3, budget)[:, 0]
+    computed = np.flatnonzero(row)
+    assert row[:2].all() and row.mean() <= budget and row.mean() > budget - 2 / steps
+    gaps = np.diff(computed[computed >= np.argmin(row) - 1])
+    assert len(set(gaps.tolist())) == 1  # after the warm-up: one compute every N steps
 
 
 def test_smoothcache_threshold_accumulates_and_meets_the_budget():
@@ -82,7 +92,7 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     assert {r["model"] for r in results["speed_rows"]} == {"DiT-S/2"}
     assert out.with_suffix(".png").stat().st_size > 10_000
     text = out.with_suffix(".md").read_text()
-    assert "gocopt compile (searched + fitted GOC)" in text and "DDIM-10" in text and "| DiT-S/2 | 1 |" in text
+    assert "gocopt compile (searched mask + predictor)" in text and "DDIM-10" in text and "| DiT-S/2 | 1 |" in text
 
 
 @pytest.mark.slow

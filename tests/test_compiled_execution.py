@@ -74,7 +74,7 @@ def test_separate_contexts_read_nothing_back_either(reference_model):
     compiled = cache_model(reference_model)
     separate = DDIMSampler(steps=10, guidance_scale=4.0, guidance="separate")
     schedule = named_schedule("interval:2", tuple(compiled.sites["site"]), steps=10, timesteps=separate.timesteps,
-                              goc=GOCConfig.at_steps(0.8, range(2, 10)))
+                              predictor=GOCConfig.at_steps(0.8, range(2, 10)))
     compiled.set_schedule(schedule.replace(guidance="separate"), log=False)
     counted = _Counted(compiled)
     separate.sample(counted, torch.arange(2), initial_noise(range(2), (1, 8, 8)), num_classes=10)
@@ -120,7 +120,7 @@ def test_inductor_compiles_the_tiny_model_and_matches_eager(tiny_model):
     compiled = cache_model(tiny_model)
     sampler = DDIMSampler(steps=6, guidance_scale=2.0)
     compiled.set_schedule(named_schedule("interval:2", tuple(compiled.sites["site"]), steps=6,
-                                         timesteps=sampler.timesteps, goc=GOCConfig.at_steps(0.8, range(2, 6))))
+                                         timesteps=sampler.timesteps, predictor=GOCConfig.at_steps(0.8, range(2, 6))))
     eager = sample(compiled, sampler, 3)
     with _no_recompiles():
         compiled.compile()  # inductor, fullgraph, static shapes

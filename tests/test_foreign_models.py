@@ -28,7 +28,8 @@ def _sample(model, n: int = 3, dtype: torch.dtype = torch.float32) -> torch.Tens
 
 
 def _interval(compiled, goc: GOCConfig = GOC):
-    return named_schedule("interval:2", tuple(compiled.sites["site"]), steps=6, timesteps=SAMPLER.timesteps, goc=goc)
+    return named_schedule("interval:2", tuple(compiled.sites["site"]), steps=6, timesteps=SAMPLER.timesteps,
+                          predictor=goc)
 
 
 def test_the_original_dit_class_compiles_and_loads_with_no_extra_arguments(tmp_path):
@@ -147,7 +148,7 @@ def test_more_diffusers_transformers_trace_whole_and_cache(name, per_block):
     ids = tuple(sites["site"])
     compiled.set_schedule(all_compute(ids, 4, timesteps))
     assert all(torch.equal(a, b) for a, b in zip(run(compiled), run(model)))
-    schedule = named_schedule("interval:2", ids, steps=4, timesteps=timesteps, goc=GOCConfig.at_steps(0.5, {3}))
+    schedule = named_schedule("interval:2", ids, steps=4, timesteps=timesteps, predictor=GOCConfig.at_steps(0.5, {3}))
     compiled.set_schedule(schedule)
     assert schedule.cost(compiled.site_flops) <= 0.5
     cached = run(compiled)

@@ -91,7 +91,7 @@ def test_pruned_steps_match_the_full_conditioning(tiny_model, monkeypatch):
     compiled = cache_model(tiny_model)
     sampler = DDIMSampler(steps=6, guidance_scale=2.0)
     compiled.set_schedule(named_schedule("interval:2", tuple(compiled.sites["site"]), steps=6,
-                                         timesteps=sampler.timesteps, goc=GOCConfig.at_steps(0.8, range(2, 6))))
+                                         timesteps=sampler.timesteps, predictor=GOCConfig.at_steps(0.8, range(2, 6))))
     size = tiny_model.input_size
     labels, noise = torch.arange(3), torch.randn(3, tiny_model.in_channels, size, size)
     pruned = sampler.sample(compiled, labels, noise, num_classes=tiny_model.num_classes)

@@ -59,7 +59,7 @@ SAMPLER = DDIMSampler(steps=10, guidance_scale=2.0)
 
 def _interval(compiled, k: int, goc: GOCConfig, sampler: DDIMSampler = SAMPLER) -> Schedule:
     return named_schedule(f"interval:{k}", tuple(compiled.sites["site"]), steps=sampler.steps,
-                          timesteps=sampler.timesteps, goc=goc)
+                          timesteps=sampler.timesteps, predictor=goc)
 
 
 def test_all_compute_schedule_reproduces_the_uncached_model_bit_for_bit(tiny_model, compiled_tiny):

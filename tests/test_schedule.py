@@ -8,7 +8,8 @@ import pytest
 from gocopt.compiled import cache_model
 from gocopt.errors import ScheduleError
 from gocopt.schedule import GOCConfig, Schedule, named_schedule
-from gocopt.schedule.plan import PLAIN, Reuse, goc_rule, plan_run
+from gocopt.schedule.plan import PLAIN, Reuse, plan_run
+from gocopt.schedule.predictors import Fitted
 
 
 @pytest.mark.parametrize("build,message", [
@@ -61,8 +62,9 @@ def test_values_are_kept_only_while_a_later_step_reads_them():
     assert [corrected.at(s).keep_out for s in range(4)] == [((0, 1),), ((0, 1),), ((0, 1), (0, 2)), ()]
 
 
-def test_a_rule_reading_before_the_run_is_refused():
+def test_a_predictor_reading_before_the_run_is_refused():
     mask = np.array([[True], [False]])
-    with pytest.raises(ScheduleError, match="before the run started"):
-        plan_run(Schedule(mask, ("s",)), lambda schedule: [[None], [Reuse(((2, 1.0),))]])
-    assert goc_rule(Schedule(mask, ("s",))) == [[None], [PLAIN]]
+    too_old = Fitted(2, {(1, 0): ((2, 1.0),)})
+    with pytest.raises(ScheduleError, match="fitted for another mask"):
+        Schedule(mask, ("s",), None, too_old)
+    assert GOCConfig().actions(mask) == [[None], [PLAIN]]

@@ -24,6 +24,7 @@ from gocopt.models.reference import randomize_adaln
 from gocopt.sampling import DDIMSampler
 from gocopt.schedule import GOCConfig, named_schedule
 from gocopt.schedule.io import from_document, load_schedule, save_schedule, to_document
+from gocopt.schedule.predictors import Fitted
 
 SAMPLER = DDIMSampler(steps=10, guidance_scale=2.0)
 
@@ -32,7 +33,7 @@ SAMPLER = DDIMSampler(steps=10, guidance_scale=2.0)
 def saved(tmp_path_factory, tiny_model):
     compiled = cache_model(tiny_model)
     schedule = named_schedule("interval:2", tuple(compiled.sites["site"]), steps=10, timesteps=SAMPLER.timesteps,
-                              goc=GOCConfig.at_steps(0.7, range(2, 10)))
+                              predictor=GOCConfig.at_steps(0.7, range(2, 10)))
     schedule = for_model(schedule.replace(budget=0.5, provenance={"quality": {"psnr_vs_uncached": 40.0}}), compiled,
                          SAMPLER)
     path = tmp_path_factory.mktemp("schedules") / "tiny.json"
@@ -52,9 +53,31 @@ def test_round_trip_keeps_everything(saved):
     path, schedule = saved
     loaded = load_schedule(path)
     assert (loaded.mask == schedule.mask).all() and loaded.site_ids == schedule.site_ids
-    assert loaded.goc == schedule.goc and loaded.timesteps == schedule.timesteps
+    assert loaded.predictor == schedule.predictor and loaded.timesteps == schedule.timesteps
     assert loaded.fingerprint == schedule.fingerprint and loaded.guidance == "batched" and loaded.budget == 0.5
     assert loaded.provenance["quality"] == {"psnr_vs_uncached": 40.0}
+
+
+def test_version_one_files_still_load_as_goc_schedules(saved, tmp_path):
+    """Format 1 kept GOC's parameters (and the inflection points) in a ``goc`` section."""
+    path, schedule = saved
+
+    def as_version_one(document):
+        predictor = document.pop("predictor")
+        del predictor["kind"]
+        document.update(format_version=1, goc={**predictor, "inflection_points": document.pop("inflection_points")})
+
+    loaded = load_schedule(_edited(tmp_path, path, as_version_one))
+    assert loaded.predictor == schedule.predictor and (loaded.mask == schedule.mask).all()
+
+
+def test_a_fitted_predictor_round_trips_coefficient_by_coefficient(saved, tmp_path):
+    path, schedule = saved
+    reused = [(s, i) for s in range(schedule.steps) for i in range(schedule.num_sites) if not schedule.mask[s, i]]
+    fitted = Fitted(2, {(s, i): ((1, 1.25 + 0.01 * i), (3, -0.25 - 0.01 * i)) if s >= 3 else ((1, 1.0),)
+                        for s, i in reused}, {"ridge": 0.001})
+    again = load_schedule(save_schedule(schedule.replace(predictor=fitted), tmp_path / "fitted.json"))
+    assert again.predictor == fitted and again.predictor.fit == {"ridge": 0.001}
 
 
 def test_file_is_diffable_one_mask_string_per_step(saved):
@@ -122,14 +145,18 @@ def test_guidance_mode_is_enforced_at_run_time_too(saved, tiny_model):
 
 @pytest.mark.parametrize("edit,message", [
     (lambda d: d["sampler"].update(timesteps=[t + 1 for t in d["sampler"]["timesteps"]]), r"sampler.timesteps\[0\]"),
-    (lambda d: d.update(format_version=2), "newer than this gocopt reads"),
+    (lambda d: d.update(format_version=3), "newer than this gocopt reads"),
     (lambda d: d["sampler"].update(steps="10"), "field sampler.steps"),
     (lambda d: d["mask"]["rows"].__setitem__(3, "101"), "mask row 3 has 3 characters"),
     (lambda d: d["mask"]["rows"].pop(), "9 rows but sampler.steps is 10"),
     (lambda d: d.update(budget=0.3), "above the recorded budget"),
     (lambda d: d["mask"]["rows"].__setitem__(1, "1111"), "does not match the mask's cost"),
     (lambda d: d.update(format="something-else"), "not a gocopt schedule"),
-    (lambda d: d["goc"].update(w=[0.5]), "1 per-site weights"),
+    (lambda d: d["predictor"].update(w=[0.5]), "1 per-site weights"),
+    (lambda d: d["predictor"].update(kind="taylor"), "field predictor"),
+    (lambda d: d.pop("predictor"), "'predictor' is a required property"),
+    (lambda d: d.update(predictor={"kind": "fitted", "history": 2, "terms": [[1, 0, [[1, 1.0]]]]}),
+     "fitted for another mask"),
 ])
 def test_bad_files_are_refused_naming_the_field(saved, tmp_path, tiny_model, edit, message):
     path = _edited(tmp_path, saved[0], edit)

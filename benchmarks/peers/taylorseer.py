@@ -1,38 +1,38 @@
-"""TaylorSeer-style reuse: first-order Taylor extrapolation from the last two computed values.
+"""TaylorSeer-style caching: its published schedule shape, forecast with its own predictor.
 
-TaylorSeer (Liu et al., 2025) forecasts a skipped feature from finite differences of the
-features it last *computed*: ``F(s) ≈ F(c1) + (s − c1) · (F(c1) − F(c0)) / (c1 − c0)`` for the
-last two computed steps ``c0 < c1``. GOC differs: it extrapolates from the two values last
-*used* (corrected ones included) with a fitted step size. Before a site has two computed values
-it is reused plainly.
+TaylorSeer (Liu et al., ICCV 2025) computes the first steps in full, then the whole model once
+every ``N`` steps, and forecasts every skipped step from finite differences of the last computed
+features, scaled by step distance (order 1–2). The forecast is gocopt's
+:class:`~gocopt.schedule.predictors.Taylor` predictor; this module gives the shape at a budget.
 
-It is a reuse rule for gocopt's step plans (``cache_model(model, rule=taylorseer_rule)``): the
-mask is static, so every forecast's coefficients are known when the schedule is set.
+At a budget the shape is the one of its own kind that computes the most while costing at most
+the budget: the smallest interval ``N`` that fits with the first ``warmup`` steps computed, then
+as many extra warm-up steps as the rest of the budget pays for.
 """
 
 from __future__ import annotations
 
-from gocopt.schedule.plan import PLAIN, Action, Reuse
-from gocopt.schedule.schedule import Schedule
+import math
+
+import numpy as np
+
+from gocopt.errors import ScheduleError
 
 
-def taylorseer_rule(schedule: Schedule) -> list[list[Action]]:
-    """Per (step, site): compute, plain reuse, or ``lerp(F[c1], F[c0], −(s − c1)/(c1 − c0))``."""
-    steps, sites = schedule.mask.shape
-    actions: list[list[Action]] = []
-    computed: list[list[int]] = [[] for _ in range(sites)]  # compute steps so far, per site
-    for step in range(steps):
-        row: list[Action] = []
-        for site in range(sites):
-            if schedule.mask[step, site]:
-                computed[site].append(step)
-                row.append(None)
-                continue
-            if len(computed[site]) < 2:
-                row.append(PLAIN)
-                continue
-            c0, c1 = computed[site][-2:]
-            scale = (step - c1) / (c1 - c0)
-            row.append(Reuse(((step - c1, 1.0 + scale), (step - c0, -scale))))
-        actions.append(row)
-    return actions
+def taylorseer_mask(steps: int, num_sites: int, budget: float, warmup: int = 2) -> np.ndarray:
+    """The first ``warmup`` (or more) steps computed, then one full step every ``N``; cost ≤ ``budget``."""
+
+    def rows(first: int, interval: int) -> np.ndarray:
+        computed = np.zeros(steps, dtype=bool)
+        computed[:first] = True
+        computed[first - 1::interval] = True  # the period starts at the last warm-up step
+        return computed
+
+    limit = math.floor(budget * steps + 1e-9)  # most full steps the budget pays for
+    if limit < 1:
+        raise ScheduleError(f"budget {budget} pays for no full step of {steps}")
+    first = min(warmup, limit)
+    interval = next(n for n in range(1, steps + 1) if rows(first, n).sum() <= limit)
+    while first < steps and rows(first + 1, interval).sum() <= limit:
+        first += 1
+    return np.repeat(rows(first, interval)[:, None], num_sites, axis=1)

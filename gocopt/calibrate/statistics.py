@@ -9,9 +9,14 @@ site. Per (step, site) it records, over the whole batch:
 * ``err_goc_w{w}``  ``‖F[s] − (F[s−1] + w·d[s−1])‖ / ‖F[s]‖`` — the one-step error of GOC's
   extrapolation at a few ``w``.
 
-Only the last two values per site are kept while running: memory is bounded by the model's
-activations, not by the number of steps or samples. The final samples are kept: they are the
-uncached reference that candidate schedules are scored against.
+It also records each site's *trajectory Gram matrix* ``G[i][s, s'] = <F_i[s], F_i[s']>`` over a
+fixed random subset of the output's elements (at most ``GRAM_ELEMENTS`` per site and context, the
+same subset at every step): every least-squares forecast of a step from earlier steps can be
+fitted from it (:mod:`gocopt.schedule.fit`), whatever mask the search picks later. Memory is
+bounded by ``steps × sites × GRAM_ELEMENTS``, not by the model's activations or the batch.
+
+The final samples are kept: they are the uncached reference that candidate schedules are scored
+against.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -28,6 +34,7 @@ from gocopt.sampling import Sampler
 from gocopt.schedule.schedule import all_compute
 
 GOC_PROBE_WEIGHTS = (0.4, 0.8, 1.2)
+GRAM_ELEMENTS = 16_384
 
 
 @dataclass
@@ -38,6 +45,7 @@ class Calibration:
     samples: torch.Tensor  # uncached final samples, on CPU
     labels: torch.Tensor
     seeds: tuple[int, ...]
+    gram: np.ndarray | None = None  # (sites, steps, steps): trajectory inner products, contexts summed
 
     def save(self, path: str | Path) -> None:
         """The statistics as CSV (the samples are cheap to regenerate from the seeds)."""
@@ -64,6 +72,8 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
     previous = compiled.schedule
     compiled.set_schedule(all_compute(tuple(compiled.sites["site"]), sampler.steps, sampler.timesteps), log=False)
     history: dict[tuple[str, int], list[torch.Tensor]] = {}  # (context, site) → [F[s-1], F[s-2]]
+    trajectory: dict[tuple[str, int], list[torch.Tensor]] = {}  # (context, site) → subsampled F[0..s]
+    subsets: dict[int, torch.Tensor] = {}  # numel → the element subset (fixed, seeded)
     rows: list[dict] = []
 
     def observe(step: int, site: int, value: tuple[torch.Tensor, ...]) -> None:
@@ -84,6 +94,10 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
                     row[f"err_goc_w{w}"] = float((d - w * d_prev).norm() / norm)
         rows.append(row)
         history[(context, site)] = [current] + past[:1]
+        if current.numel() not in subsets:
+            generator = torch.Generator().manual_seed(current.numel())
+            subsets[current.numel()] = torch.randperm(current.numel(), generator=generator)[:GRAM_ELEMENTS]
+        trajectory.setdefault((context, site), []).append(current[subsets[current.numel()].to(current.device)].cpu())
 
     try:
         with compiled.runtime.observing(observe):
@@ -96,4 +110,10 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
     stats = stats.merge(sites, on="site").sort_values(["step", "site"]).reset_index(drop=True)
     timesteps = sampler.timesteps or [float("nan")] * sampler.steps
     stats.insert(1, "timestep", [timesteps[s] for s in stats["step"]])
-    return Calibration(stats, samples, labels.cpu(), tuple(seeds) if seeds is not None else tuple(range(len(labels))))
+    gram = np.zeros((len(compiled.sites), sampler.steps, sampler.steps))
+    for (_, site), values in trajectory.items():
+        if len(values) == sampler.steps:
+            stacked = torch.stack(values)
+            gram[site] += (stacked @ stacked.T).numpy()
+    return Calibration(stats, samples, labels.cpu(), tuple(seeds) if seeds is not None else tuple(range(len(labels))),
+                       gram)

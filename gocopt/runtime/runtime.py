@@ -29,7 +29,7 @@ from torch.utils import _pytree as pytree
 from gocopt.errors import ScheduleError
 from gocopt.runtime.state import RunState, SiteValue
 from gocopt.sampling.run import SamplingRun, current_run
-from gocopt.schedule.plan import ReuseRule, RunPlan, all_compute_plan, goc_rule, plan_run
+from gocopt.schedule.plan import RunPlan, all_compute_plan, plan_run
 from gocopt.schedule.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -43,14 +43,10 @@ class CacheRuntime:
     Args:
         site_ids: the model's sites, in schedule column order.
         schedule: the schedule to run (``None``: compute every site, count nothing).
-        rule: how reused values are made (:func:`~gocopt.schedule.plan.goc_rule`: plain reuse or
-            GOC, as the schedule's ``goc`` says); another rule swaps the predictor, e.g. a peer's.
     """
 
-    def __init__(self, site_ids: Sequence[str], schedule: Schedule | None = None, *,
-                 rule: ReuseRule = goc_rule) -> None:
+    def __init__(self, site_ids: Sequence[str], schedule: Schedule | None = None) -> None:
         self.site_ids = tuple(site_ids)
-        self.rule = rule
         self._schedule: Schedule | None = None
         self._plan: RunPlan = all_compute_plan(len(self.site_ids))
         self._states: dict[str, RunState] = {}
@@ -87,7 +83,7 @@ class CacheRuntime:
     def _replan(self) -> None:
         observe = bool(self._observers)
         schedule = self._schedule
-        self._plan = (plan_run(schedule, self.rule, observe=observe) if schedule is not None
+        self._plan = (plan_run(schedule, observe=observe) if schedule is not None
                       else all_compute_plan(len(self.site_ids), observe=observe))
         if self.on_plan_change is not None:
             self.on_plan_change(self._plan)

@@ -32,17 +32,23 @@ class DDIMSampler:
             (two calls per step, inside ``model.cache_context("cond" | "uncond")`` when the model
             has one, as diffusers pipelines do) or ``"none"`` (one conditional call).
         clip_denoised: clamp the predicted clean image to [-1, 1] (pixel-space models).
+        first_step: start the run at this step of the ``steps``-step schedule, from a latent taken
+            at that step (``noise`` is then that latent): how a search re-runs only the part of a
+            run that a cache decision can change (:mod:`gocopt.search.spans`).
     """
 
     steps: int = 20
     guidance_scale: float = 2.0
     guidance: str = "batched"
     clip_denoised: bool = True
+    first_step: int = 0
     diffusion: GaussianDiffusion = field(default_factory=GaussianDiffusion, repr=False)
 
     def __post_init__(self) -> None:
         if self.steps < 2:
             raise ValueError(f"DDIM needs at least 2 steps, got steps={self.steps}")
+        if not 0 <= self.first_step < self.steps:
+            raise ValueError(f"first_step={self.first_step} is not a step of a {self.steps}-step run")
         if self.guidance not in GUIDANCE_MODES:
             raise ValueError(f"guidance={self.guidance!r}; expected one of {GUIDANCE_MODES}")
 
@@ -50,13 +56,13 @@ class DDIMSampler:
     def timesteps(self) -> list[int]:
         """Model timesteps, first to last: 999, 946, …, 53, 0 for 20 steps."""
         last = self.diffusion.num_timesteps - 1
-        return [round(i * last / (self.steps - 1)) for i in range(self.steps)][::-1]
+        return [round(i * last / (self.steps - 1)) for i in range(self.steps)][::-1][self.first_step:]
 
     def describe(self) -> dict:
         """What a cache schedule must record to know which sampler it was made for."""
         return {
             "name": "ddim",
-            "steps": self.steps,
+            "steps": len(self.timesteps),
             "timesteps": self.timesteps,
             "guidance": self.guidance,
             "guidance_scale": self.guidance_scale,
@@ -73,16 +79,24 @@ class DDIMSampler:
         progress: bool = False,
     ) -> torch.Tensor:
         """Denoise ``noise`` ``(N, C, H, W)`` into samples of classes ``labels`` ``(N,)``."""
+        return self.latents(model, labels, noise, num_classes=num_classes, progress=progress)[-1]
+
+    @torch.no_grad()
+    def latents(self, model: Callable[..., torch.Tensor], labels: torch.Tensor, noise: torch.Tensor, *,
+                num_classes: int, progress: bool = False) -> list[torch.Tensor]:
+        """The latent before every step, then the final sample (``len(timesteps) + 1`` tensors)."""
         x = noise
         channels = x.shape[1]
         labels = labels.to(x.device)
         null = torch.full_like(labels, num_classes)
         steps = self.timesteps
         alphas = self.diffusion.alphas_cumprod.tolist()  # host floats, read once
+        out = [x]
         with sampling_run(steps):  # a cached model checks these once, on the host: no sync per call
             for i in tqdm(range(len(steps)), desc="ddim", disable=not progress, leave=False):
                 x = self._step(model, x, i, steps, alphas, labels, null, channels)
-        return x
+                out.append(x)
+        return out
 
     def _step(self, model, x, i: int, steps: list[int], ab: list[float], labels, null, channels: int) -> torch.Tensor:
         """One DDIM update ``x_t → x_{t-1}``; every scalar is a host float (no device reads)."""

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from gocopt.errors import ScheduleError
+from gocopt.schedule.reuse import PLAIN, Action, Reuse
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class GOCConfig:
 
     w: float | tuple[float, ...] = 0.0
     correction_steps: frozenset[int] = field(default_factory=frozenset)
+    kind: str = field(default="goc", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.w, (int, float)):
@@ -49,6 +54,23 @@ class GOCConfig:
     def check_sites(self, num_sites: int) -> None:
         if not isinstance(self.w, (int, float)) and len(self.w) != num_sites:
             raise ScheduleError(f"GOC has {len(self.w)} per-site weights but the model has {num_sites} sites")
+
+    def actions(self, mask: np.ndarray) -> list[list[Action]]:
+        """Plain reuse, or ``v1 + w (v1 − v2)`` at correction steps once two values exist; ``w = 0``
+        gives plain reuse exactly (no term for the older value at all)."""
+        actions: list[list[Action]] = []
+        for step, row in enumerate(np.asarray(mask).tolist()):
+            corrects = step >= 2 and step in self.correction_steps
+            out: list[Action] = []
+            for site, computed in enumerate(row):
+                w = self.weight(site) if corrects and not computed else 0.0
+                out.append(None if computed else (Reuse(((1, 1.0 + w), (2, -w))) if w != 0.0 else PLAIN))
+            actions.append(out)
+        return actions
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "w": self.w if isinstance(self.w, (int, float)) else list(self.w),
+                "correction_steps": sorted(self.correction_steps)}
 
     def __repr__(self) -> str:
         w = f"{self.w:g}" if isinstance(self.w, (int, float)) else f"<{len(self.w)} per-site weights>"

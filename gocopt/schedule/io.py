@@ -6,6 +6,10 @@
   else — not JSON, truncated, wrong types, wrong shapes, a cost above the recorded budget, a
   newer format — is one ``ScheduleError`` that names the field and says what to do.
 
+Format history: version 1 stored GOC's parameters (``goc``); version 2 stores any predictor
+(``predictor``: ``goc``, ``taylor`` or ``fitted`` with its coefficients) and the inflection points
+at the top level. Version-1 files still load, as GOC schedules.
+
 ``created`` is the one field that changes between two runs with the same inputs; set
 ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) to pin it.
 """
@@ -24,18 +28,18 @@ import numpy as np
 
 from gocopt.atomic import atomic_write_text
 from gocopt.errors import ScheduleError
-from gocopt.schedule.goc import GOCConfig
+from gocopt.schedule import predictors
 from gocopt.schedule.schedule import Schedule
 
 FORMAT = "gocopt-schedule"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MASK_LEGEND = "one string per sampling step, one character per site (model.sites order): 1 = compute, 0 = reuse"
 _PROVENANCE_SECTIONS = ("calibration", "quality", "search")
 
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    """The JSON Schema of format version 1, shipped in the package."""
+    """The JSON Schema of the schedule file (versions 1 and 2), shipped in the package."""
     return json.loads(resources.files("gocopt.schedule").joinpath("schema.json").read_text())
 
 
@@ -52,7 +56,6 @@ def to_document(schedule: Schedule) -> dict[str, Any]:
     from gocopt import __version__
 
     shares = np.array([s["flops_share"] for s in schedule.fingerprint["sites"]])
-    goc = schedule.goc
     sampler: dict[str, Any] = {"name": "unknown", **dict(schedule.sampler or {}), "steps": schedule.steps,
                                "timesteps": list(schedule.timesteps or ()), "guidance": schedule.guidance}
     document = {
@@ -66,9 +69,8 @@ def to_document(schedule: Schedule) -> dict[str, Any]:
         "model": dict(schedule.fingerprint),
         "sampler": sampler,
         "mask": {"legend": MASK_LEGEND, "rows": ["".join("1" if c else "0" for c in row) for row in schedule.mask]},
-        "goc": {"w": goc.w if isinstance(goc.w, (int, float)) else list(goc.w),
-                "correction_steps": sorted(goc.correction_steps),
-                "inflection_points": list(schedule.provenance.get("inflection_points", []))},
+        "predictor": schedule.predictor.to_json(),
+        "inflection_points": list(schedule.provenance.get("inflection_points", [])),
     }
     for section in _PROVENANCE_SECTIONS:
         if section in schedule.provenance:
@@ -120,7 +122,7 @@ def _from_document(document: Any, source: str) -> Schedule:
         raise ScheduleError(f"{source}: format_version {version} is newer than this gocopt reads ({FORMAT_VERSION}); "
                             "upgrade gocopt")
     _validate_schema(document, source)
-    sampler, model, goc = document["sampler"], document["model"], document["goc"]
+    sampler, model = document["sampler"], document["model"]
     rows, sites, steps = document["mask"]["rows"], model["sites"], sampler["steps"]
     if len(rows) != steps:
         raise ScheduleError(f"{source}: mask has {len(rows)} rows but sampler.steps is {steps}")
@@ -143,15 +145,20 @@ def _from_document(document: Any, source: str) -> Schedule:
     if budget is not None and cost > budget + 1e-9:
         raise ScheduleError(f"{source}: cost {cost:.4f} is above the recorded budget {budget}; the file was edited or "
                             "corrupted; re-run gocopt.compile")
-    w = goc["w"] if isinstance(goc["w"], (int, float)) else tuple(goc["w"])
+    if version == 1:  # GOC's parameters, the inflection points inside them
+        predictor = predictors.from_json({"kind": "goc", **document["goc"]})
+        inflections = document["goc"].get("inflection_points", [])
+    else:
+        predictor = predictors.from_json(document["predictor"])
+        inflections = document.get("inflection_points", [])
     provenance = {k: document[k] for k in _PROVENANCE_SECTIONS if k in document}
     provenance.update(created=document["created"], gocopt_version=document["gocopt_version"],
-                      inflection_points=list(goc.get("inflection_points", [])))
+                      inflection_points=list(inflections))
     return Schedule(
         mask=mask,
         site_ids=tuple(s["id"] for s in sites),
         timesteps=tuple(sampler["timesteps"]),
-        goc=GOCConfig(w, frozenset(goc["correction_steps"])),
+        predictor=predictor,
         name=document["name"],
         guidance=sampler["guidance"],
         sampler={k: v for k, v in sampler.items() if k not in ("steps", "timesteps", "guidance")},

@@ -16,6 +16,7 @@ import numpy as np
 
 from gocopt.errors import ScheduleError
 from gocopt.schedule.goc import GOCConfig
+from gocopt.schedule.predictors import Predictor
 from gocopt.schedule.schedule import Schedule
 
 PAPER_W = 1.2  # the GOC paper's hand-set step size for the interval-2 schedule (GOC.md §3)
@@ -38,7 +39,9 @@ def interval_mask(steps: int, num_sites: int, k: int) -> np.ndarray:
 def interval_at_budget(steps: int, num_sites: int, budget: float) -> np.ndarray:
     """FORA at a budget, the way the GOC paper sets its baselines: interval-K where 1/budget is
     K; between 1/2 and 1, interval 2 over the first steps only (0.75 = the first half at
-    interval 2, GOC.md §8); otherwise the largest K whose cost fits."""
+    interval 2, GOC.md §8); otherwise the smallest K whose cost fits. Where interval-K still costs
+    more than the budget (K = 4 at 50 steps computes 13 of 50), its last computed steps are
+    reused instead until it fits: a baseline never runs over the budget it is compared at."""
     if budget > 0.5 and budget < 1:
         mask = np.ones((steps, num_sites), dtype=bool)
         for s in range(1, steps, 2):
@@ -46,7 +49,12 @@ def interval_at_budget(steps: int, num_sites: int, budget: float) -> np.ndarray:
                 break
             mask[s] = False
         return mask
-    return interval_mask(steps, num_sites, max(1, int(np.ceil(1 / budget - 1e-9))))
+    mask = interval_mask(steps, num_sites, max(1, int(np.ceil(1 / budget - 1e-9))))
+    for s in range(steps - 1, 0, -1):
+        if mask.mean() <= budget + 1e-12:
+            break
+        mask[s] = False
+    return mask
 
 
 def interval_covering(steps: int, num_sites: int, budget: float) -> np.ndarray:
@@ -87,7 +95,7 @@ def named_schedule(
     site_flops: Sequence[float] | None = None,
     site_blocks: Sequence[int] | None = None,
     timesteps: Sequence[float] | None = None,
-    goc: GOCConfig | None = None,
+    predictor: Predictor | None = None,
 ) -> Schedule:
     """Build ``none``, ``interval:K`` or ``l2c:B`` for these sites and this many steps."""
     name, _, arg = spec.partition(":")
@@ -109,4 +117,5 @@ def named_schedule(
         mask = l2c_mask(steps, site_blocks, site_flops, budget)
     else:
         raise ScheduleError(f"unknown schedule {spec!r}; named schedules are none, interval:K, l2c:B (or a file path)")
-    return Schedule(mask, tuple(site_ids), None if timesteps is None else tuple(timesteps), goc or GOCConfig(), spec)
+    return Schedule(mask, tuple(site_ids), None if timesteps is None else tuple(timesteps), predictor or GOCConfig(),
+                    spec)

@@ -1,6 +1,6 @@
 """Step plans: every decision of a static schedule, made once when the schedule is set.
 
-A schedule says, per (step, site), compute or reuse; a *reuse rule* says how a reused value is
+A schedule says, per (step, site), compute or reuse; its *predictor* says how a reused value is
 made from values the site used at earlier steps. Both are known before the run, so each step's
 work is fixed: which sites compute, which predict with which coefficients, and which past values
 must be kept alive into the next step. That is a :class:`StepPlan`. A model call only looks up its
@@ -12,61 +12,20 @@ Kept values are addressed by *age*: ``(site, a)`` is the value the site used ``a
 the step about to run. A plan reads the ages it needs from ``keep_in`` and hands ``keep_out`` to the
 next step; at a computed step the fresh output simply becomes age 1 — no copies.
 
-Every predictor here is a linear combination of past used values,
-``Σ c_k · v[s − a_k]`` (:class:`Reuse`):
-
-* plain reuse:  ``v[s−1]``;
-* GOC (GOC.md §3):  ``(1 + w)·v[s−1] − w·v[s−2]`` at correction steps — one ``lerp``;
-* TaylorSeer order 1:  from the last two *computed* values, distance-scaled (a peer, in benchmarks).
+Every predictor is a linear combination of past values, ``Σ c_k · v[s − a_k]`` (:class:`Reuse`),
+with coefficients fixed by the mask (:mod:`gocopt.schedule.predictors`): plain reuse, GOC, Taylor
+and fitted predictors all become the same kind of plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from gocopt.errors import ScheduleError
+from gocopt.schedule.reuse import PLAIN, Action, Reuse, Term
 from gocopt.schedule.schedule import Schedule
-
-Term = tuple[int, float]  # (age >= 1, coefficient)
-
-
-@dataclass(frozen=True)
-class Reuse:
-    """A reused site's value: ``Σ coefficient · (value used ``age`` steps ago)``."""
-
-    terms: tuple[Term, ...]
-
-    def __post_init__(self) -> None:
-        if not self.terms or any(age < 1 for age, _ in self.terms):
-            raise ScheduleError(f"a reuse needs terms with age >= 1, got {self.terms}")
-
-    @property
-    def is_plain(self) -> bool:
-        return len(self.terms) == 1 and self.terms[0] == (1, 1.0)
-
-
-PLAIN = Reuse(((1, 1.0),))
-Action = Reuse | None  # None: compute the site
-ReuseRule = Callable[[Schedule], list[list[Action]]]  # per (step, site)
-
-
-def goc_rule(schedule: Schedule) -> list[list[Action]]:
-    """GOC's actions: plain reuse, or ``v1 + w (v1 − v2)`` at correction steps once two values exist.
-
-    ``w = 0`` gives plain reuse exactly (no term for the older value at all).
-    """
-    goc = schedule.goc
-    actions: list[list[Action]] = []
-    for step, row in enumerate(schedule.mask.tolist()):
-        corrects = step >= 2 and step in goc.correction_steps
-        out: list[Action] = []
-        for site, computed in enumerate(row):
-            w = goc.weight(site) if corrects and not computed else 0.0
-            out.append(None if computed else (Reuse(((1, 1.0 + w), (2, -w))) if w != 0.0 else PLAIN))
-        actions.append(out)
-    return actions
 
 
 @dataclass(frozen=True)
@@ -115,18 +74,18 @@ class RunPlan:
         return self.plans[self.plan_of_step[step]]
 
 
-def plan_run(schedule: Schedule, rule: ReuseRule = goc_rule, *, observe: bool = False) -> RunPlan:
-    """Turn ``schedule`` and a reuse rule into step plans (see the module docstring)."""
-    actions = rule(schedule)
+def plan_run(schedule: Schedule, *, observe: bool = False) -> RunPlan:
+    """Turn ``schedule`` (its mask and its predictor) into step plans (see the module docstring)."""
+    actions = schedule.predictor.actions(schedule.mask)
     steps, sites = schedule.mask.shape
     if len(actions) != steps or any(len(row) != sites for row in actions):
-        raise ScheduleError(f"reuse rule returned a {len(actions)}-step plan for a {steps} × {sites} schedule")
+        raise ScheduleError(f"predictor returned a {len(actions)}-step plan for a {steps} × {sites} schedule")
     # last step that reads the value used at (step k, site i); -1: never read again
     last_read = [[-1] * sites for _ in range(steps)]
     for step, row in enumerate(actions):
         for site, action in enumerate(row):
             if (action is None) != bool(schedule.mask[step, site]):
-                raise ScheduleError(f"reuse rule disagrees with the mask at step {step}, "
+                raise ScheduleError(f"predictor disagrees with the mask at step {step}, "
                                     f"site {schedule.site_ids[site]}")
             for age, _ in action.terms if action is not None else ():
                 if age > step:
@@ -154,4 +113,4 @@ def all_compute_plan(num_sites: int, *, observe: bool = False) -> RunPlan:
     return RunPlan((StepPlan((None,) * num_sites, (), (), observe),), (0,))
 
 
-__all__ = ["PLAIN", "Action", "Reuse", "ReuseRule", "RunPlan", "StepPlan", "all_compute_plan", "goc_rule", "plan_run"]
+__all__ = ["PLAIN", "Action", "Reuse", "RunPlan", "Term", "StepPlan", "all_compute_plan", "plan_run"]

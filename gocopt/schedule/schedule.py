@@ -1,4 +1,4 @@
-"""A cache schedule: which site is computed at which sampling step, and how reuse is corrected.
+"""A cache schedule: which site is computed at which sampling step, and how reused values are made.
 
 Pure data, validated at construction; it knows nothing about torch modules. The JSON artifact
 (fingerprint, provenance, quality) wraps one of these.
@@ -15,18 +15,21 @@ import numpy as np
 
 from gocopt.errors import ScheduleError
 from gocopt.schedule.goc import GOCConfig
+from gocopt.schedule.predictors import Predictor
 
 
 @dataclass(frozen=True, eq=False)
 class Schedule:
-    """A static step × site compute mask plus GOC parameters.
+    """A static step × site compute mask plus the predictor that makes reused values.
 
     Args:
         mask: bool array ``(steps, sites)``; ``True`` computes the site at that step, ``False``
             reuses its last value. Step 0 must compute every site.
         site_ids: the site each column belongs to (checked against the model it is applied to).
         timesteps: the model timestep of each step, first to last; ``None`` skips the check.
-        goc: GOC weights and correction steps; the default is plain reuse.
+        predictor: how a reused site's value is made (:mod:`gocopt.schedule.predictors`): GOC
+            weights and correction steps, a Taylor forecast or fitted coefficients. The default,
+            ``GOCConfig()``, is plain reuse.
         name: a label for logs and reports (``"interval:2"``).
         guidance: ``"batched"``, ``"separate"`` or ``"none"`` — how the sampler calls the model
             per step; the runtime refuses calls made the other way. ``None`` skips the check.
@@ -39,7 +42,7 @@ class Schedule:
     mask: np.ndarray
     site_ids: tuple[str, ...]
     timesteps: tuple[float, ...] | None = None
-    goc: GOCConfig = field(default_factory=GOCConfig)
+    predictor: Predictor = field(default_factory=GOCConfig)
     name: str = ""
     guidance: str | None = None
     sampler: Mapping[str, Any] | None = None
@@ -70,7 +73,8 @@ class Schedule:
                     f"mask has {mask.shape[0]} rows but the sampler has {len(self.timesteps)} steps; "
                     f"re-run the search with steps={len(self.timesteps)}"
                 )
-        self.goc.check_sites(mask.shape[1])
+        self.predictor.check_sites(mask.shape[1])
+        self.predictor.actions(mask)  # a predictor made for another mask (a fitted one) is refused here
         if self.guidance not in (None, "batched", "separate", "none"):
             raise ScheduleError(f"guidance must be batched, separate or none, got {self.guidance!r}")
         if self.budget is not None and not 0 < self.budget <= 1:
@@ -117,7 +121,7 @@ class Schedule:
     def __repr__(self) -> str:
         reused = 1.0 - self.mask.mean()
         return (f"Schedule(name={self.name!r}, steps={self.steps}, sites={self.num_sites}, "
-                f"reused={reused:.1%} of site-steps, goc={self.goc!r})")
+                f"reused={reused:.1%} of site-steps, predictor={self.predictor!r})")
 
 
 def all_compute(site_ids: Sequence[str], steps: int, timesteps: Sequence[float] | None = None,

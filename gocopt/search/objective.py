@@ -16,22 +16,29 @@ from gocopt.compiled import CachedModel
 from gocopt.metrics.fidelity import psnr
 from gocopt.sampling import Sampler
 from gocopt.schedule.schedule import Schedule
-from gocopt.search.space import FAMILIES, Candidate, SpaceContext, build_goc, build_mask
+from gocopt.search.space import FAMILIES, PREDICTORS, Candidate, SpaceContext, build_mask, build_predictor
 
 W_MAX = 0.95  # GOC is unstable for w >= 1 at interval 2 and earlier at longer runs (GOC.md §8)
 
 
-def suggest(trial: optuna.Trial) -> Candidate:
+def suggest(trial: optuna.Trial, families: tuple[str, ...] = FAMILIES) -> Candidate:
+    """A candidate; GOC's weights and the path's share are asked only where they mean something."""
+    family = trial.suggest_categorical("family", families)
+    predictor = trial.suggest_categorical("predictor", PREDICTORS)
+    goc = predictor == "goc"
     return Candidate(
-        family=trial.suggest_categorical("family", FAMILIES),
+        family=family,
         alpha=trial.suggest_float("alpha", 0.0, 2.0),
         step_bias=trial.suggest_float("step_bias", -3.0, 3.0),
         depth_bias=trial.suggest_float("depth_bias", -3.0, 3.0),
         mlp_bias=trial.suggest_float("mlp_bias", -3.0, 3.0),
         max_run=trial.suggest_int("max_run", 1, 4),
-        w_attn=trial.suggest_float("w_attn", 0.0, W_MAX),
-        w_mlp=trial.suggest_float("w_mlp", 0.0, W_MAX),
-        skip_inflections=trial.suggest_categorical("skip_inflections", (False, True)),
+        w_attn=trial.suggest_float("w_attn", 0.0, W_MAX) if goc else 0.0,
+        w_mlp=trial.suggest_float("w_mlp", 0.0, W_MAX) if goc else 0.0,
+        skip_inflections=trial.suggest_categorical("skip_inflections", (False, True)) if goc else False,
+        predictor=predictor,
+        path_share=trial.suggest_float("path_share", 0.5, 1.0) if family == "path" else 1.0,
+        path_tilt=trial.suggest_float("path_tilt", -0.3, 0.3) if family == "path" else 0.0,
     )
 
 
@@ -60,7 +67,7 @@ class ScheduleObjective:
         mask = build_mask(candidate, self._ctx, self._budget)
         timesteps = self._sampler.timesteps
         return Schedule(mask, tuple(self._compiled.sites["site"]), None if timesteps is None else tuple(timesteps),
-                        build_goc(candidate, self._ctx), name or f"{candidate.family}@{self._budget:g}",
+                        build_predictor(candidate, self._ctx, mask), name or f"{candidate.family}@{self._budget:g}",
                         guidance=self._sampler.guidance, budget=self._budget)
 
     @torch.no_grad()
@@ -73,7 +80,8 @@ class ScheduleObjective:
         return value if np.isfinite(value) else -1.0
 
     def __call__(self, trial: optuna.Trial) -> float:
-        candidate = suggest(trial)
+        candidate = suggest(trial, FAMILIES if self._ctx.edges is not None else tuple(f for f in FAMILIES
+                                                                                       if f != "path"))
         schedule = self.schedule(candidate)
         cost = schedule.cost(self._ctx.site_flops)
         trial.set_user_attr("cost", cost)

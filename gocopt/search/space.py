@@ -4,22 +4,32 @@ A candidate ranks every (step, site) pair by how cheaply it can be reused — ca
 one-step reuse error, tilted by where the pair sits (early or late step, shallow or deep block,
 MLP or attention) — and :func:`fill_to_budget` reuses pairs in that order until the cost is at
 most the budget, then computes back the least reusable ones while it stays at most the budget.
-So every candidate's cost is ≤ budget and within one site-step of it. Three families start from
-different masks: ``greedy`` (all computed), ``interval`` (FORA's interval-K at the budget) and
-``l2c`` (the L2C-like early-step schedule), so the named baselines are points of the space.
+So every candidate's cost is ≤ budget and within one site-step of it. Four families start from
+different masks: ``greedy`` (all computed), ``interval`` (FORA's interval-K at the budget),
+``l2c`` (the L2C-like early-step schedule) and ``path`` (compute steps placed globally by
+:mod:`gocopt.search.path`, with a share of the budget; the rest is spent site by site), so the
+named baselines are points of the space.
+
+A candidate also names its predictor (:mod:`gocopt.schedule.predictors`): GOC with per-group
+``w``, a Taylor forecast, or coefficients fitted to the mask from calibration's Gram matrices.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from gocopt.errors import ScheduleError
+from gocopt.schedule.fit import fit_predictor
 from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.named import interval_covering, l2c_mask
+from gocopt.schedule.predictors import Predictor, Taylor
+from gocopt.search.path import EdgeTable, best_path, path_mask
 
-FAMILIES = ("greedy", "interval", "l2c")
+FAMILIES = ("greedy", "interval", "l2c", "path")
+PREDICTORS = ("goc", "taylor1", "taylor2", "fitted2", "fitted3", "fitted4")
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,12 @@ class Candidate:
         max_run: most consecutive reused steps of one site (GOC's queue needs fresh values).
         w_attn / w_mlp: GOC step size for attention-like and MLP-like sites.
         skip_inflections: no correction at detected inflection points.
+        predictor: how reused values are made (``PREDICTORS``; ``w_*`` and ``skip_inflections``
+            are GOC's).
+        path_share: for the ``path`` family, the share of the budget its globally placed
+            compute steps take.
+        path_tilt: > 0 gives attention-like sites more compute steps on their path than MLP
+            sites, < 0 fewer (each group still on its own least-error path).
     """
 
     family: str = "greedy"
@@ -46,6 +62,9 @@ class Candidate:
     w_attn: float = 0.0
     w_mlp: float = 0.0
     skip_inflections: bool = False
+    predictor: str = "goc"
+    path_share: float = 1.0
+    path_tilt: float = 0.0
 
     def as_params(self) -> dict:
         return asdict(self)
@@ -61,6 +80,8 @@ class SpaceContext:
     site_is_mlp: np.ndarray  # (sites,) bool
     reuse_error: np.ndarray  # (steps, sites): calibration's one-step reuse error (NaN at step 0)
     inflections: tuple[int, ...] = ()
+    gram: np.ndarray | None = None  # (sites, steps, steps): calibration's trajectory Gram, for fitted predictors
+    edges: EdgeTable | None = None  # end-to-end span errors, for the path family
 
     @property
     def min_cost(self) -> float:
@@ -144,9 +165,28 @@ def build_mask(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.nda
         start = l2c_mask(ctx.steps, ctx.site_blocks, ctx.site_flops, budget)
     elif candidate.family == "greedy":
         start = np.ones((ctx.steps, n), dtype=bool)
+    elif candidate.family == "path":
+        start = group_paths(candidate, ctx, budget)
     else:
         raise ScheduleError(f"unknown candidate family {candidate.family!r}; expected one of {FAMILIES}")
     return fill_to_budget(start, priority(candidate, ctx), ctx.site_flops, budget, candidate.max_run)
+
+
+def group_paths(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.ndarray:
+    """Attention-like and MLP sites each on the least-error path with their number of computes:
+    ``path_share`` of the budget in all, tilted between the groups by ``path_tilt``."""
+    if ctx.edges is None:
+        raise ScheduleError("the path family needs measured span errors (SpaceContext.edges)")
+    fewest = math.ceil(ctx.steps / ctx.edges.max_gap)  # a path's spans are at most max_gap long
+    full_steps = candidate.path_share * budget * ctx.steps  # what the paths may cost, in whole-model steps
+    mlp_share = float(ctx.site_flops[ctx.site_is_mlp].sum() / ctx.site_flops.sum())
+    attn = min(ctx.steps, max(fewest, math.floor(full_steps * (1 + candidate.path_tilt) + 1e-9)))
+    mlp = min(ctx.steps, max(fewest, math.floor((full_steps - (1 - mlp_share) * attn) / max(mlp_share, 1e-9) + 1e-9)))
+    if mlp_share in (0.0, 1.0):  # one group only: one path
+        attn = mlp = max(fewest, math.floor(full_steps + 1e-9))
+    n = len(ctx.site_flops)
+    mask = path_mask(best_path(ctx.edges, attn), ctx.steps, n, np.flatnonzero(~ctx.site_is_mlp).tolist())
+    return path_mask(best_path(ctx.edges, mlp), ctx.steps, n, np.flatnonzero(ctx.site_is_mlp).tolist(), mask)
 
 
 def build_goc(candidate: Candidate, ctx: SpaceContext) -> GOCConfig:
@@ -154,3 +194,17 @@ def build_goc(candidate: Candidate, ctx: SpaceContext) -> GOCConfig:
     w = tuple(float(candidate.w_mlp if is_mlp else candidate.w_attn) for is_mlp in ctx.site_is_mlp)
     excluded = set(ctx.inflections) if candidate.skip_inflections else set()
     return GOCConfig(w, frozenset(s for s in range(2, ctx.steps) if s not in excluded))
+
+
+def build_predictor(candidate: Candidate, ctx: SpaceContext, mask: np.ndarray) -> Predictor:
+    """The candidate's predictor for ``mask`` (fitted ones are fitted to it here)."""
+    name = candidate.predictor
+    if name == "goc":
+        return build_goc(candidate, ctx)
+    if name.startswith("taylor"):
+        return Taylor(int(name.removeprefix("taylor")))
+    if name.startswith("fitted"):
+        if ctx.gram is None:
+            raise ScheduleError("fitted predictors need calibration's Gram matrices (SpaceContext.gram)")
+        return fit_predictor(mask, ctx.gram, int(name.removeprefix("fitted")))
+    raise ScheduleError(f"unknown predictor {name!r}; expected one of {PREDICTORS}")

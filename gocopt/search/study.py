@@ -1,85 +1,47 @@
-"""The Optuna study around the objective: sampler, storage, seeding, resuming, workers.
+"""The Optuna study around the objective: sampler, seeding, what it was made for, workers.
 
-The storage is the only thing to change to go distributed: ``storage=None`` keeps the study in
-memory; ``"sqlite:///study.db"``, ``"postgresql://..."`` or a journal file (``"study.log"``)
-let any number of processes work on one study by name
-(``load_if_exists``). Each worker stops once the study holds ``trials`` finished trials, so two
-workers never overshoot, and a killed study resumes where it stopped.
+The storage (:mod:`gocopt.search.storage`) is the only thing to change to go distributed:
+``storage=None`` keeps the study in memory; ``"sqlite:///study.db"``, ``"postgresql://..."`` or a
+journal file (``"study.log"``) let any number of processes work on one study by name. Workers
+stop once the study holds exactly ``trials`` complete trials; a killed study resumes where it
+stopped; a study made for another model, sampler or budget is refused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from gocopt.errors import ScheduleError
 from gocopt.search.objective import W_MAX, ScheduleObjective
 from gocopt.search.space import Candidate
+from gocopt.search.storage import DEFAULT_HEARTBEAT, get_storage, shown_url, storage_errors
 
 logger = logging.getLogger(__name__)
+METADATA_KEY = "gocopt"  # the study's user attribute that records what it was made for
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
-# Enqueued first in every new study: the baselines, at the study's budget, and calibration-greedy.
+# Enqueued first in every new study: the baselines at the study's budget, the peers' predictors
+# on them, the global path with fitted forecasts, and calibration-greedy.
 SEED_CANDIDATES = (
-    Candidate(family="interval", alpha=0.0, w_attn=0.0, w_mlp=0.0),  # FORA, plain reuse
+    Candidate(family="interval", alpha=0.0),  # FORA, plain reuse
     Candidate(family="interval", alpha=0.0, w_attn=0.8, w_mlp=0.8),  # FORA + GOC at a stable w
+    Candidate(family="interval", alpha=0.0, predictor="taylor2"),  # FORA's mask, TaylorSeer's forecast
+    Candidate(family="interval", alpha=0.0, predictor="fitted3"),
+    Candidate(family="path", alpha=0.0, predictor="fitted3"),  # LeMiCa-like placement, fitted forecast
+    Candidate(family="path", alpha=1.0, predictor="fitted3", path_share=0.8),
     Candidate(family="l2c", alpha=0.0, max_run=4),  # L2C-like, plain reuse
     Candidate(family="greedy", alpha=1.0, max_run=1, w_attn=0.8, w_mlp=0.8),  # calibration-greedy + GOC
-    Candidate(family="greedy", alpha=1.0, max_run=2, w_attn=0.5, w_mlp=0.5),
 )
-
-
-def get_storage(storage: Any) -> Any:
-    """``None`` (in memory), an Optuna storage object, an RDB URL, or a journal file path.
-
-    Workers that start together race to create an RDB's tables; that race is retried here, so
-    any number of processes can be pointed at a fresh database at once.
-    """
-    if storage is None or not isinstance(storage, str):
-        return storage
-    if storage.endswith((".log", ".journal")):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(storage))
-    # SQLite's default 5 s lock timeout is short for several busy workers on one file
-    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
-    from sqlalchemy.exc import SQLAlchemyError
-
-    for attempt in range(10):
-        try:
-            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
-            if storage.startswith("sqlite"):
-                _serialize_sqlite_transactions(rdb.engine)
-            return rdb
-        except SQLAlchemyError:  # another worker is creating the tables right now ("already exists", UNIQUE, locked)
-            if attempt == 9:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _serialize_sqlite_transactions(engine) -> None:
-    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
-
-    pysqlite begins transactions lazily, so two workers can both read a trial as WAITING and both
-    claim it; Optuna's claim is a read-then-write that must not interleave.
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_connection, record):  # noqa: ARG001
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections made before the listeners existed are dropped
 
 
 @dataclass
@@ -91,36 +53,117 @@ class SearchResult:
 
 
 def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, storage=None, study_name: str | None = None,
-               progress: bool = True) -> SearchResult:
-    """Optimise ``objective`` until the study holds ``trials`` finished trials."""
+               progress: bool = True, metadata: dict[str, Any] | None = None,
+               heartbeat: int | None = DEFAULT_HEARTBEAT, worker: int = 0, group: str | None = None) -> SearchResult:
+    """Work on the study until it holds exactly ``trials`` complete trials, then return its best.
+
+    Any number of processes may run this on one study at once. Each claims one trial at a time
+    and runs it only while fewer than ``trials`` are complete or running ahead of it (in trial
+    order), so workers never overshoot; a trial whose worker died is failed by the heartbeat,
+    re-queued and run by whoever is alive. ``metadata`` is what the study was made for (model,
+    sampler, budget, search inputs): a study made for something else is refused. ``worker``
+    varies the sampler's seed between workers of one study, so they do not propose alike.
+    ``group``: the name the studies of one compile share (one study per budget, ``{group}-b{budget}``);
+    a compile with other budgets under that name is refused too.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = get_storage(storage)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
-    try:
-        study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=study_name)
-        for candidate in SEED_CANDIDATES:  # only the worker that created the study seeds it
-            study.enqueue_trial(candidate.as_params())
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    remaining = max(0, trials - done)
-    if done:
-        logger.info("study %r resumes with %d of %d trials done", study.study_name, done, trials)
-    bar = tqdm(total=trials, initial=done, desc="search", disable=not progress, leave=False)
+    shown = shown_url(storage)
+    backend = get_storage(storage, heartbeat=heartbeat)
+    sampler = optuna.samplers.TPESampler(seed=seed + 7919 * worker, n_startup_trials=8)
+    with storage_errors(storage, "was lost while opening the study"):
+        if group is not None and metadata and backend is not None:
+            check_siblings(backend, group, study_name, metadata, shown)
+        study = _create_or_load(backend, study_name, sampler, metadata or {}, shown)
+    bar = tqdm(total=trials, desc="search", disable=not progress, leave=False)
 
-    def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        bar.update(1)
-        if trial.state == TrialState.COMPLETE:
-            bar.set_postfix(best=f"{study.best_value:.2f} dB")
+    def guarded(trial: optuna.Trial) -> float:
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.state == TrialState.COMPLETE or t.number < trial.number]
+        if len(ahead) >= trials:  # another worker claimed the last slot first
+            raise optuna.TrialPruned("surplus: the study already has its trials running or complete")
+        trial.set_user_attr("worker", WORKER_ID)  # which process ran it: for logs, and for the tests that kill one
+        return objective(trial)
 
-    if remaining:
-        study.optimize(objective, n_trials=remaining,
-                       callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE,)), tick])
-    bar.close()
-    best = study.best_trial
+    with storage_errors(storage, "was lost during the search"):
+        done = _count(study, TrialState.COMPLETE)
+        if done:
+            logger.info("study %r resumes with %d of %d trials complete", study.study_name, done, trials)
+        while True:
+            if heartbeat is not None and isinstance(backend, optuna.storages.RDBStorage):
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, re-queued
+            done, running = _count(study, TrialState.COMPLETE), _count(study, TrialState.RUNNING)
+            bar.n = min(done, trials)
+            bar.refresh()
+            if done >= trials:
+                break
+            if done + running >= trials:  # the rest are running elsewhere: wait, they may die
+                time.sleep(min(2.0, heartbeat or 2.0))
+                continue
+            study.optimize(guarded, n_trials=1)
+            if _count(study, TrialState.COMPLETE):
+                bar.set_postfix(best=f"{study.best_value:.2f} dB")
+        bar.close()
+        best = study.best_trial
+        complete = _count(study, TrialState.COMPLETE)
     params = {k: best.params[k] for k in Candidate.__dataclass_fields__ if k in best.params}
-    return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study,
-                        len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+    return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study, complete)
 
 
-__all__ = ["SEED_CANDIDATES", "SearchResult", "W_MAX", "get_storage", "run_search"]
+def _count(study: optuna.Study, state: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def _create_or_load(storage: Any, name: str | None, sampler: optuna.samplers.BaseSampler,
+                    metadata: dict[str, Any], shown: str) -> optuna.Study:
+    """A new study (recording ``metadata``, seeded with the baselines) or the existing one, if it
+    was made for the same thing."""
+    try:
+        study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=name)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        recorded = _recorded_metadata(study)
+        check_metadata(recorded, metadata, study.study_name, shown)
+        return study
+    study.set_user_attr(METADATA_KEY, metadata)
+    for candidate in SEED_CANDIDATES:  # only the worker that created the study seeds it
+        study.enqueue_trial(candidate.as_params())
+    return study
+
+
+def _recorded_metadata(study: optuna.Study, wait: float = 10.0) -> dict[str, Any]:
+    """The creator records the metadata right after creating the study: wait that moment out."""
+    deadline = time.monotonic() + wait
+    while True:
+        recorded = study.user_attrs.get(METADATA_KEY)
+        if recorded is not None or time.monotonic() > deadline:
+            return recorded or {}
+        time.sleep(0.2)
+
+
+def check_metadata(recorded: dict[str, Any], ours: dict[str, Any], study_name: str, shown: str) -> None:
+    """Refuse a study made for another model, sampler, budget or search input, naming the difference."""
+    if not recorded and ours:
+        raise ScheduleError(f"study {study_name!r} in {shown} was not made by gocopt (it records no model, sampler or "
+                            "budget); use another --study-name")
+    for key in sorted(set(recorded) | set(ours)):
+        if recorded.get(key) != ours.get(key):
+            raise ScheduleError(f"study {study_name!r} in {shown} was made for {key} = {_short(recorded.get(key))}, "
+                                f"this compile has {key} = {_short(ours.get(key))}; use another --study-name for "
+                                "this search, or the same inputs to resume that one")
+
+
+def check_siblings(storage: Any, group: str, study_name: str | None, metadata: dict[str, Any], shown: str) -> None:
+    """The other budgets' studies of this compile must be for the same model, sampler and budgets."""
+    ours = {k: v for k, v in metadata.items() if k != "budget"}
+    for name in optuna.get_all_study_names(storage=storage):
+        if name != study_name and name.startswith(f"{group}-b"):
+            recorded = optuna.load_study(study_name=name, storage=storage).user_attrs.get(METADATA_KEY) or {}
+            check_metadata({k: v for k, v in recorded.items() if k != "budget"}, ours, name, shown)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+__all__ = ["METADATA_KEY", "SEED_CANDIDATES", "SearchResult", "W_MAX", "check_metadata", "run_search"]

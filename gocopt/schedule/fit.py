@@ -1,0 +1,66 @@
+"""Fitted predictors: least-squares forecasts of a reused site from its last computed values.
+
+For a mask, every reused ``(s, i)`` has a known set of earlier computed steps ``c_1 > c_2 > …``
+(nearest first). The forecast is ``v̂_i[s] = Σ_k b_k · v_i[c_k]`` over the last ``history`` of them,
+with the ``b`` that minimise ``‖v_i[s] − v̂_i[s]‖²`` over the calibration trajectories. Those need
+only inner products between steps — calibration's Gram matrix ``G_i`` — so a fit for any mask
+is a handful of ``history × history`` solves, cheap enough to run for every search trial.
+
+``affine=True`` (the default) constrains ``Σ b_k = 1``: the forecast is the last computed value
+plus a combination of differences, ``v[c_1] + Σ_{k≥2} β_k (v[c_1] − v[c_k])`` — plain reuse,
+GOC-like and Taylor forecasts are all of this form. The constraint keeps a forecast from scaling
+a feature it should only move, which is what lets coefficients fitted on the uncached trajectory
+carry over to the cached one. ``ridge`` shrinks the β toward plain reuse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gocopt.errors import ScheduleError
+from gocopt.schedule.predictors import Fitted, computed_steps_before
+from gocopt.schedule.reuse import Term
+
+
+def fit_predictor(mask: np.ndarray, gram: np.ndarray, history: int = 2, *, ridge: float = 1e-3,
+                  affine: bool = True) -> Fitted:
+    """The fitted predictor of ``mask`` from calibration's Gram matrices ``(sites, steps, steps)``."""
+    mask = np.asarray(mask, dtype=bool)
+    steps, sites = mask.shape
+    if gram.shape != (sites, steps, steps):
+        raise ScheduleError(f"calibration Gram has shape {gram.shape}, the mask needs {(sites, steps, steps)}; "
+                            "calibrate with the same sampler and model")
+    before = computed_steps_before(mask)
+    terms: dict[tuple[int, int], tuple[Term, ...]] = {}
+    for s in range(steps):
+        for i in np.flatnonzero(~mask[s]):
+            points = before[s][i][::-1][:history]  # nearest first
+            terms[(s, int(i))] = _fit_one(gram[i], s, points, ridge, affine)
+    return Fitted(history, terms, {"ridge": ridge, "affine": affine})
+
+
+def _fit_one(g: np.ndarray, s: int, points: list[int], ridge: float, affine: bool) -> tuple[Term, ...]:
+    c1 = points[0]
+    if len(points) == 1:
+        return ((s - c1, 1.0),)
+    if affine:
+        # r = v[s] − v[c1];  x_k = v[c1] − v[c_k] (k ≥ 2);  r ≈ Σ β_k x_k
+        rest = points[1:]
+        xx = np.array([[g[c1, c1] - g[c1, b] - g[a, c1] + g[a, b] for b in rest] for a in rest])
+        xr = np.array([g[s, c1] - g[c1, c1] - g[s, a] + g[a, c1] for a in rest])
+        beta = _solve(xx, xr, ridge)
+        coefs = [1.0 + float(beta.sum())] + [-float(b) for b in beta]
+    else:
+        xx = g[np.ix_(points, points)]
+        coefs = [float(c) for c in _solve(xx, g[points, s], ridge)]
+    return tuple((s - c, coef) for c, coef in zip(points, coefs))
+
+
+def _solve(xx: np.ndarray, xy: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge-regularised normal equations; the least-norm solution where they are singular (a site
+    whose values never move, or fewer data than coefficients)."""
+    scale = max(float(np.trace(xx)) / len(xx), 1e-30)
+    return np.linalg.lstsq(xx + ridge * scale * np.eye(len(xx)), xy, rcond=None)[0]
+
+
+__all__ = ["fit_predictor"]

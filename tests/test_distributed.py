@@ -1,0 +1,188 @@
+"""A search shared by several `gocopt compile` processes on a real PostgreSQL server, with faults.
+
+Needs a server: ``GOCOPT_TEST_POSTGRES_URL`` (``.ci/run`` starts a throw-away one). Without it
+these tests are skipped, with that reason, on a developer's machine, and fail in CI.
+Every test gets its own database, so the studies never meet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).parent.parent
+TRIALS = 8
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server_url() -> str:
+    url = os.environ.get("GOCOPT_TEST_POSTGRES_URL")
+    if not url:
+        reason = ("no PostgreSQL server for the distributed-search tests: set GOCOPT_TEST_POSTGRES_URL "
+                  "(postgresql://user:password@host:port/db) or run .ci/run, which starts one")
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def database(server_url):
+    """A fresh database on the server for this test; dropped after it."""
+    import sqlalchemy
+
+    name = f"gocopt_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = sqlalchemy.engine.make_url(server_url).set(database=name)
+    yield url.render_as_string(hide_password=False), admin, name
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
+def _compile(url: str, out: Path, *extra: str, steps: int = 6, budget: str = "0.5", model: str = "reference",
+             samples: int = 256) -> subprocess.Popen:
+    """`gocopt compile` as a user runs it, with a short heartbeat so a dead worker is noticed in seconds."""
+    command = [sys.executable, "-m", "gocopt", "compile", "--model", model, "--steps", str(steps), "--budget", budget,
+               "--trials", str(TRIALS), "--search-samples", str(samples), "--heldout-samples", "8",
+               "--storage", url, "--study-name", "shared", "--heartbeat", "1", "--out", str(out), *extra]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _study(url: str, budget: str = "0.5") -> optuna.Study:
+    return optuna.load_study(study_name=f"shared-b{float(budget):g}", storage=url)
+
+
+def _wait_for(condition, timeout: float = 300.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (KeyError, optuna.exceptions.OptunaError):  # the study is not created yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _states(url: str) -> dict[TrialState, int]:
+    trials = _study(url).get_trials(deepcopy=False)
+    return {state: sum(t.state == state for t in trials) for state in TrialState}
+
+
+def _complete(url: str) -> dict[int, tuple[dict, float | None]]:
+    trials = _study(url).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return {t.number: (t.params, t.value) for t in trials}
+
+
+def _finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def test_a_worker_killed_mid_trial_is_failed_by_the_heartbeat_and_its_trial_rerun(database, tmp_path):
+    url, _, _ = database
+    out = tmp_path / "schedule.json"
+    leader = _compile(url, out)
+    worker = _compile(url, tmp_path / "unused.json", "--workers-join")
+    tag = f":{worker.pid}"
+
+    def worker_is_mid_trial() -> bool:
+        return any(t.state == TrialState.RUNNING and str(t.user_attrs.get("worker", "")).endswith(tag)
+                   for t in _study(url).get_trials(deepcopy=False))
+
+    _wait_for(worker_is_mid_trial, what="the joining worker to run a trial")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    code, _, err = _finish(leader)
+    assert code == 0, err
+    trials = _study(url).get_trials(deepcopy=False)
+    killed = [t for t in trials if t.state == TrialState.FAIL and str(t.user_attrs.get("worker", "")).endswith(tag)]
+    assert len(killed) == 1  # marked failed through the heartbeat, not left RUNNING
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number]
+    assert retried and retried[0].state == TrialState.COMPLETE and retried[0].params == killed[0].params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == TRIALS
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    assert out.is_file() and not (tmp_path / "unused.json").exists()  # only the leader writes
+
+
+def test_every_worker_killed_then_the_study_resumes_keeping_its_complete_trials(database, tmp_path):
+    url, _, _ = database
+    out = tmp_path / "schedule.json"
+    first = _compile(url, out)
+    _wait_for(lambda: _states(url)[TrialState.COMPLETE] >= 3 and _states(url)[TrialState.RUNNING] == 1,
+              what="three complete trials and one running")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = _complete(url)
+    assert not out.exists()
+    code, _, err = _finish(_compile(url, out))
+    assert code == 0, err
+    after = _complete(url)
+    assert len(after) == TRIALS and all(after[n] == v for n, v in before.items())
+    assert out.is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_database_is_named_with_its_password_masked(tmp_path):
+    url = f"postgresql://gocopt:s3cret-pw@127.0.0.1:{_free_port()}/nowhere"
+    out = tmp_path / "schedule.json"
+    code, _, err = _finish(_compile(url, out), timeout=120)
+    assert code == 2
+    assert "postgresql://gocopt:***@127.0.0.1" in err and "s3cret-pw" not in err
+    assert "server is up" in err and "resume" in err
+    assert list(tmp_path.iterdir()) == []  # nothing on disk, half-written or not
+
+
+def test_a_database_dropped_mid_study_stops_with_a_clear_error_and_resumes(database, tmp_path):
+    url, admin, name = database
+    out = tmp_path / "schedule.json"
+    leader = _compile(url, out)
+    _wait_for(lambda: _states(url)[TrialState.COMPLETE] >= 2, what="two complete trials")
+    with admin.connect() as connection:  # the server goes away for this database: no new connections, old ones cut
+        connection.exec_driver_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        connection.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    code, _, err = _finish(leader)
+    password = url.split(":")[2].split("@")[0]
+    assert code == 2, err
+    assert "was lost" in err and "***@127.0.0.1" in err and password not in err and "resumes" in err
+    assert list(tmp_path.iterdir()) == []
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    code, _, err = _finish(_compile(url, out))
+    assert code == 0, err
+    assert out.is_file() and _states(url)[TrialState.COMPLETE] == TRIALS
+
+
+@pytest.mark.parametrize("change,difference", [
+    ({"model": "DiT-Tiny"}, "model"),
+    ({"steps": 8}, "sampler"),
+    ({"budget": "0.35"}, "budgets"),
+])
+def test_a_study_made_for_something_else_is_refused(database, tmp_path, change, difference):
+    url, _, _ = database
+    code, _, err = _finish(_compile(url, tmp_path / "a.json", samples=16))
+    assert code == 0, err
+    settings = {"steps": 6, "budget": "0.5", "model": "reference", "samples": 16} | change
+    code, _, err = _finish(_compile(url, tmp_path / "b.json", **settings))
+    assert code == 2
+    assert f"was made for {difference} = " in err and "use another --study-name" in err
+    assert not (tmp_path / "b.json").exists()
