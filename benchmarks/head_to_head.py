@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         quality = replace(quality, timing_samples=args.timing_samples)
     speed = QUICK_SPEED if args.quick else FULL_SPEED
 
-    results: dict = {"environment": environment(), "quick": args.quick, "only": args.only}
+    given = argv if argv is not None else sys.argv[1:]
+    results: dict = {"environment": environment(), "quick": args.quick, "only": args.only,
+                     "command": " ".join(["python -m benchmarks.head_to_head", *given])}
     if args.only != "speed":
         rows, uncached = quality_rows(reference(), quality)
         results.update(quality_rows=rows, uncached={str(k): v for k, v in uncached.items()}, verdicts=verdicts(rows),
@@ -87,8 +90,7 @@ def write_outputs(results: dict, out: Path) -> None:
     title = ("Speed of gocopt's schedules on DiT shapes" if results.get("only") == "speed"
              else "Head-to-head: gocopt vs the caches users pick instead, at equal cost")
     parts = [f"# {title}\n",
-             f"Measured in one run by `python -m benchmarks.head_to_head{' --quick' if results['quick'] else ''}"
-             f"{' --only ' + results['only'] if results.get('only') else ''}` "
+             f"Measured in one run by `{results['command']}` "
              f"(torch {results['environment']['torch']}, {results['environment']['threads']} CPU threads); "
              f"every number is in `{out.name}.json`.\n"]
     if "quality_rows" in results:

@@ -84,7 +84,8 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     rows = results["quality_rows"]
     methods = {r["method"] for r in rows}
     assert methods == {"uncached", "fora", "fora_goc_paper", "l2c", "smoothcache", "first_block_cache", "taylorseer",
-                       "gocopt"}
+                       "taylorseer2", "lemica", "gocopt"}
+    assert results["verdicts"][0]["margin_db"] is not None and results["command"].endswith("--quick --out " + str(out))
     for r in rows:
         if r["method"] not in ("uncached", "first_block_cache"):  # static schedules: cost within the budget
             assert r["cost"] <= r["budget"] + 1e-9, r

@@ -54,7 +54,7 @@ def database(server_url):
 
 
 def _compile(url: str, out: Path, *extra: str, steps: int = 6, budget: str = "0.5", model: str = "reference",
-             samples: int = 256) -> subprocess.Popen:
+             samples: int = 64) -> subprocess.Popen:
     """`gocopt compile` as a user runs it, with a short heartbeat so a dead worker is noticed in seconds."""
     command = [sys.executable, "-m", "gocopt", "compile", "--model", model, "--steps", str(steps), "--budget", budget,
                "--trials", str(TRIALS), "--search-samples", str(samples), "--heldout-samples", "8",
