@@ -54,7 +54,7 @@ def database(server_url):
 
 
 def _compile(url: str, out: Path, *extra: str, steps: int = 6, budget: str = "0.5", model: str = "reference",
-             samples: int = 64) -> subprocess.Popen:
+             samples: int = 256) -> subprocess.Popen:
     """`gocopt compile` as a user runs it, with a short heartbeat so a dead worker is noticed in seconds."""
     command = [sys.executable, "-m", "gocopt", "compile", "--model", model, "--steps", str(steps), "--budget", budget,
                "--trials", str(TRIALS), "--search-samples", str(samples), "--heldout-samples", "8",
@@ -96,13 +96,15 @@ def _finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, 
 def test_a_worker_killed_mid_trial_is_failed_by_the_heartbeat_and_its_trial_rerun(database, tmp_path):
     url, _, _ = database
     out = tmp_path / "schedule.json"
-    leader = _compile(url, out)
+    leader = _compile(url, out)  # 256 samples a trial: about a second, long enough to be caught mid-trial
     worker = _compile(url, tmp_path / "unused.json", "--workers-join")
     tag = f":{worker.pid}"
+    caught: list[int] = []
 
     def worker_is_mid_trial() -> bool:
-        return any(t.state == TrialState.RUNNING and str(t.user_attrs.get("worker", "")).endswith(tag)
-                   for t in _study(url).get_trials(deepcopy=False))
+        caught[:] = [t.number for t in _study(url).get_trials(deepcopy=False)
+                     if t.state == TrialState.RUNNING and str(t.user_attrs.get("worker", "")).endswith(tag)]
+        return bool(caught)
 
     _wait_for(worker_is_mid_trial, what="the joining worker to run a trial")
     worker.send_signal(signal.SIGKILL)
@@ -110,10 +112,12 @@ def test_a_worker_killed_mid_trial_is_failed_by_the_heartbeat_and_its_trial_reru
     code, _, err = _finish(leader)
     assert code == 0, err
     trials = _study(url).get_trials(deepcopy=False)
-    killed = [t for t in trials if t.state == TrialState.FAIL and str(t.user_attrs.get("worker", "")).endswith(tag)]
-    assert len(killed) == 1  # marked failed through the heartbeat, not left RUNNING
+    killed = [t for t in trials if t.number == caught[0]]
+    assert killed[0].state == TrialState.FAIL, killed  # marked failed through the heartbeat, not left RUNNING
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number]
-    assert retried and retried[0].state == TrialState.COMPLETE and retried[0].params == killed[0].params
+    # the copy keeps what the dead trial had chosen (a trial killed between suggestions had chosen only some)
+    assert retried and retried[0].state == TrialState.COMPLETE
+    assert killed[0].params.items() <= retried[0].params.items()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == TRIALS
     assert not any(t.state == TrialState.RUNNING for t in trials)
     assert out.is_file() and not (tmp_path / "unused.json").exists()  # only the leader writes
@@ -179,7 +183,7 @@ def test_a_database_dropped_mid_study_stops_with_a_clear_error_and_resumes(datab
 ])
 def test_a_study_made_for_something_else_is_refused(database, tmp_path, change, difference):
     url, _, _ = database
-    code, _, err = _finish(_compile(url, tmp_path / "a.json", samples=16))
+    code, _, err = _finish(_compile(url, tmp_path / "a.json", samples=16))  # quick: only its metadata matters
     assert code == 0, err
     settings = {"steps": 6, "budget": "0.5", "model": "reference", "samples": 16} | change
     code, _, err = _finish(_compile(url, tmp_path / "b.json", **settings))
