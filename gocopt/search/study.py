@@ -88,8 +88,10 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
         done = _count(study, TrialState.COMPLETE)
         if done:
             logger.info("study %r resumes with %d of %d trials complete", study.study_name, done, trials)
+        watched: set[int] = set()
         while True:
             if heartbeat is not None and isinstance(backend, optuna.storages.RDBStorage):
+                _watch_running(study, backend, watched)
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, re-queued
             done, running = _count(study, TrialState.COMPLETE), _count(study, TrialState.RUNNING)
             bar.n = min(done, trials)
@@ -107,6 +109,17 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
         complete = _count(study, TrialState.COMPLETE)
     params = {k: best.params[k] for k in Candidate.__dataclass_fields__ if k in best.params}
     return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study, complete)
+
+
+def _watch_running(study: optuna.Study, backend: optuna.storages.RDBStorage, watched: set[int]) -> None:
+    """Give every running trial seen for the first time a heartbeat. Optuna never fails a trial that
+    has none — a worker that died before its first heartbeat (the database dropped right as the trial
+    started) would block the study forever. For a live trial this is one early refresh; for a dead
+    one it starts the grace period."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number not in watched:
+            backend.record_heartbeat(trial._trial_id)  # noqa: SLF001 - the storage addresses trials by id
+            watched.add(trial.number)
 
 
 def _count(study: optuna.Study, state: TrialState) -> int:
