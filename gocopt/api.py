@@ -74,7 +74,8 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     if is_pipeline(model):
         return compile_pipeline(model, budget, inputs=inputs or [], steps=steps, call_kwargs=call_kwargs, trials=trials,
                                 search_samples=search_samples, heldout_samples=heldout_samples, seed=seed,
-                                storage=storage, study_name=study_name, progress=progress)
+                                storage=storage, study_name=study_name, progress=progress, join=join,
+                                heartbeat=heartbeat)
     return compile_model(model, budget, steps=steps, sampler=sampler, trials=trials, search_samples=search_samples,
                          heldout_samples=heldout_samples, seed=seed, storage=storage, study_name=study_name,
                          example_inputs=example_inputs, progress=progress, num_classes=num_classes,

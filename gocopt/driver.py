@@ -76,8 +76,9 @@ def compile_model(
     if example_inputs is None and getattr(model, "example_inputs", None) is None:
         example_inputs = sampler_call(model, sampler, spec)
     compiled = cache_model(model, None, example_inputs)
-    heldout = HeldOut(compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
-                      num_classes=spec.num_classes, evaluator=evaluator)
+    heldout = None if join else HeldOut(  # a joining worker scores nothing: no uncached held-out run
+        compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
+        num_classes=spec.num_classes, evaluator=evaluator)
     results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
                              search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
                              storage=storage, study_name=study_name or _default_study_name(model, sampler),
@@ -88,7 +89,7 @@ def compile_model(
 
 
 def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
-                   noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut, *, num_classes: int | None,
+                   noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, *, num_classes: int | None,
                    trials: int, seed: int, storage: Any, study_name: str, progress: bool,
                    example_inputs: Any = None, join: bool = False,
                    heartbeat: int | None = DEFAULT_HEARTBEAT) -> list[CachedModel]:
@@ -129,6 +130,7 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
             logger.info("joined study %r: it holds %d complete trials; its leader scores and writes the schedule",
                         name, found.trials)
             continue
+        assert heldout is not None, "only a joining worker searches without held-out inputs"
         schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
         quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
                                                                   "samples": len(seeds)},

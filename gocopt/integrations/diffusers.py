@@ -36,6 +36,7 @@ from gocopt.evaluate import SampleSet
 from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
 from gocopt.schedule.io import load_schedule
 from gocopt.search import check_budget
+from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.trace.capture import first_call
 
 logger = logging.getLogger(__name__)
@@ -169,12 +170,13 @@ def capture_call(pipe: Any, sampler: PipelineSampler, seed: int) -> tuple[tuple,
 def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs: Sequence[dict[str, Any]],
                      steps: int = 20, call_kwargs: dict | None = None, trials: int = 40, search_samples: int = 16,
                      heldout_samples: int = 16, seed: int = 0, storage: Any = None, study_name: str | None = None,
-                     progress: bool = True) -> Any:
+                     progress: bool = True, join: bool = False, heartbeat: int | None = DEFAULT_HEARTBEAT) -> Any:
     """Search a schedule for ``pipe.transformer`` under ``pipe``'s scheduler at ``steps``, install it.
 
     Calibration and search sample ``search_samples`` inputs (cycling through ``inputs``), quality
     is scored on ``heldout_samples`` other seeds; one schedule per budget (the first is installed,
-    all are returned as compiled transformers). Returns the pipeline.
+    all are returned as compiled transformers). Returns the pipeline. ``join``/``heartbeat``: as for
+    :func:`gocopt.compile` — a joining worker runs trials, installs nothing and returns ``None``.
     """
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     for b in budgets:
@@ -194,7 +196,9 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
     results = search_budgets(compiled, sampler, budgets, search.labels, torch.tensor(search.seeds), search.seeds,
                              heldout, num_classes=None,
                              trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
-                             example_inputs=example)
+                             example_inputs=example, join=join, heartbeat=heartbeat)
+    if join:
+        return None
     install(pipe, results[0])
     return pipe if len(budgets) == 1 else results
 
