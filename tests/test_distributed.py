@@ -14,11 +14,15 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from gocopt.search.storage import get_storage
 
 ROOT = Path(__file__).parent.parent
 TRIALS = 8  # the study's seed trials are queued first; a dead worker's retry queues after them and must fit
@@ -46,11 +50,34 @@ def database(server_url):
     admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sqlalchemy.engine.make_url(server_url).set(database=name)
-    yield url.render_as_string(hide_password=False), admin, name
+    url = sqlalchemy.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    database = Database(url, name, admin)
+    yield database
+    database.dispose()
     with admin.connect() as connection:
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.dispose()
+
+
+@dataclass
+class Database:
+    """A test's database: its URL, name, the server's admin engine, and one storage for the test's
+    reads, made on first use (polling through a new storage each time would open a connection pool
+    per poll and exhaust the server's connections)."""
+
+    url: str
+    name: str
+    admin: Any
+    _reader: optuna.storages.RDBStorage | None = None
+
+    def study(self, budget: str = "0.5") -> optuna.Study:
+        if self._reader is None:  # gocopt's own storage: it copes with workers creating the tables meanwhile
+            self._reader = get_storage(self.url, heartbeat=None)
+        return optuna.load_study(study_name=f"shared-b{float(budget):g}", storage=self._reader)
+
+    def dispose(self) -> None:
+        if self._reader is not None:
+            self._reader.engine.dispose()
 
 
 def _compile(url: str, out: Path, *extra: str, steps: int = 6, budget: str = "0.5", model: str = "reference",
@@ -62,10 +89,6 @@ def _compile(url: str, out: Path, *extra: str, steps: int = 6, budget: str = "0.
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _study(url: str, budget: str = "0.5") -> optuna.Study:
-    return optuna.load_study(study_name=f"shared-b{float(budget):g}", storage=url)
-
-
 def _wait_for(condition, timeout: float = 300.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,17 +97,17 @@ def _wait_for(condition, timeout: float = 300.0, what: str = "") -> None:
                 return
         except (KeyError, optuna.exceptions.OptunaError):  # the study is not created yet
             pass
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _states(url: str) -> dict[TrialState, int]:
-    trials = _study(url).get_trials(deepcopy=False)
+def _states(db: Database) -> dict[TrialState, int]:
+    trials = db.study().get_trials(deepcopy=False)
     return {state: sum(t.state == state for t in trials) for state in TrialState}
 
 
-def _complete(url: str) -> dict[int, tuple[dict, float | None]]:
-    trials = _study(url).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def _complete(db: Database) -> dict[int, tuple[dict, float | None]]:
+    trials = db.study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return {t.number: (t.params, t.value) for t in trials}
 
 
@@ -94,7 +117,7 @@ def _finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, 
 
 
 def test_a_worker_killed_mid_trial_is_failed_by_the_heartbeat_and_its_trial_rerun(database, tmp_path):
-    url, _, _ = database
+    url = database.url
     out = tmp_path / "schedule.json"
     leader = _compile(url, out)  # 256 samples a trial: about a second, long enough to be caught mid-trial
     worker = _compile(url, tmp_path / "unused.json", "--workers-join")
@@ -102,7 +125,7 @@ def test_a_worker_killed_mid_trial_is_failed_by_the_heartbeat_and_its_trial_reru
     caught: list[int] = []
 
     def worker_is_mid_trial() -> bool:
-        caught[:] = [t.number for t in _study(url).get_trials(deepcopy=False)
+        caught[:] = [t.number for t in database.study().get_trials(deepcopy=False)
                      if t.state == TrialState.RUNNING and str(t.user_attrs.get("worker", "")).endswith(tag)]
         return bool(caught)
 
@@ -111,7 +134,7 @@ def test_a_worker_killed_mid_trial_is_failed_by_the_heartbeat_and_its_trial_reru
     worker.wait()
     code, _, err = _finish(leader)
     assert code == 0, err
-    trials = _study(url).get_trials(deepcopy=False)
+    trials = database.study().get_trials(deepcopy=False)
     killed = [t for t in trials if t.number == caught[0]]
     assert killed[0].state == TrialState.FAIL, killed  # marked failed through the heartbeat, not left RUNNING
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number]
@@ -124,18 +147,18 @@ def test_a_worker_killed_mid_trial_is_failed_by_the_heartbeat_and_its_trial_reru
 
 
 def test_every_worker_killed_then_the_study_resumes_keeping_its_complete_trials(database, tmp_path):
-    url, _, _ = database
+    url = database.url
     out = tmp_path / "schedule.json"
     first = _compile(url, out)
-    _wait_for(lambda: _states(url)[TrialState.COMPLETE] >= 3 and _states(url)[TrialState.RUNNING] == 1,
+    _wait_for(lambda: _states(database)[TrialState.COMPLETE] >= 3 and _states(database)[TrialState.RUNNING] == 1,
               what="three complete trials and one running")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    before = _complete(url)
+    before = _complete(database)
     assert not out.exists()
     code, _, err = _finish(_compile(url, out))
     assert code == 0, err
-    after = _complete(url)
+    after = _complete(database)
     assert len(after) == TRIALS and all(after[n] == v for n, v in before.items())
     assert out.is_file()
 
@@ -157,10 +180,10 @@ def test_an_unreachable_database_is_named_with_its_password_masked(tmp_path):
 
 
 def test_a_database_dropped_mid_study_stops_with_a_clear_error_and_resumes(database, tmp_path):
-    url, admin, name = database
+    url, admin, name = database.url, database.admin, database.name
     out = tmp_path / "schedule.json"
     leader = _compile(url, out)
-    _wait_for(lambda: _states(url)[TrialState.COMPLETE] >= 2, what="two complete trials")
+    _wait_for(lambda: _states(database)[TrialState.COMPLETE] >= 2, what="two complete trials")
     with admin.connect() as connection:  # the server goes away for this database: no new connections, old ones cut
         connection.exec_driver_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         connection.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
@@ -173,11 +196,11 @@ def test_a_database_dropped_mid_study_stops_with_a_clear_error_and_resumes(datab
         connection.exec_driver_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
     code, _, err = _finish(_compile(url, out))
     assert code == 0, err
-    assert out.is_file() and _states(url)[TrialState.COMPLETE] == TRIALS
+    assert out.is_file() and _states(database)[TrialState.COMPLETE] == TRIALS
 
 
 def test_a_study_made_for_something_else_is_refused(database, tmp_path):
-    url, _, _ = database
+    url = database.url
     code, _, err = _finish(_compile(url, tmp_path / "a.json", samples=16))  # quick: only its metadata matters
     assert code == 0, err
     for change, difference in (({"model": "DiT-Tiny"}, "model"), ({"steps": 8}, "sampler"),

@@ -98,15 +98,18 @@ def get_storage(storage: Any, *, heartbeat: int | None = DEFAULT_HEARTBEAT) -> A
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(storage))
-    # SQLite's default 5 s lock timeout is short for several busy workers on one file
-    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+    # SQLite's default 5 s lock timeout is short for several busy workers on one file; a server's
+    # pooled connections are pinged before use, so one cut while the leader waits (a restart, an
+    # idle timeout) is replaced instead of failing the next read
+    sqlite = storage.startswith("sqlite")
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     from sqlalchemy.exc import SQLAlchemyError
 
     def connect() -> Any:
         return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs, **_heartbeat_options(heartbeat))
 
     rdb = _retrying(connect, (SQLAlchemyError,), storage)
-    if storage.startswith("sqlite"):
+    if sqlite:
         _serialize_sqlite_transactions(rdb.engine)
     return rdb
 
