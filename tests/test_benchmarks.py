@@ -127,3 +127,18 @@ def test_quick_gpu_speed_times_every_row_within_its_budget(tmp_path):
         assert r["cost"] <= r["budget"] + 1e-9 and r["best_s"] > 0 and r["best_s"] <= r["median_s"]
         assert r["speedup_vs_uncached_eager"] > 0 and r["speedup_vs_uncached_compiled"] > 0
     assert "vs compiled" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_span_table_ablation_scores_both_masks_within_the_budget(tmp_path):
+    from benchmarks.span_tables import main
+
+    out = tmp_path / "spans"
+    main(["--steps", "8", "--budgets", "0.5", "--samples", "8", "--schedules", str(tmp_path), "--out", str(out)])
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["candidate"] for r in rows] == ["path, fitted K=3"]  # no committed schedule for DDIM-8
+    for r in rows:
+        assert max(r["cost"], r["group_cost"]) <= r["budget"] + 1e-9
+        assert r["difference"] == pytest.approx(r["group_psnr"] - r["shared_psnr"])
+        assert r["group_span_seconds"] > 0 and r["shared_span_seconds"] > 0
+    assert "per-group spans" in out.with_suffix(".md").read_text()

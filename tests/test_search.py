@@ -173,3 +173,46 @@ def test_path_family_with_a_fitted_predictor_on_measured_spans(tiny_model):
     schedule = objective.schedule(candidate)
     assert isinstance(schedule.predictor, Fitted) and schedule.cost(compiled.site_flops) <= 0.5 + 1e-9
     assert objective(optuna.trial.FixedTrial(candidate.as_params())) > 10
+
+
+def test_spans_of_one_site_group_leave_the_others_computed(tiny_model):
+    """``sites=`` reuses only those columns over a span: with none, every span is the uncached run
+    (error exactly 0, all-compute is bit-exact); with the attention sites, errors appear."""
+    import torch
+
+    from gocopt.calibrate import calibrate
+    from gocopt.sampling import initial_noise
+    from gocopt.search.spans import measure_spans
+
+    compiled = cache_model(tiny_model)
+    sampler = DDIMSampler(steps=6, guidance_scale=4.0)
+    labels, noise = torch.arange(2), initial_noise(range(2), (1, 8, 8))
+    calibration = calibrate(compiled, sampler, labels, noise, num_classes=10)
+    attention = np.flatnonzero(compiled.sites["kind"].ne("mlp").to_numpy()).tolist()
+    options = {"max_gap": 3, "gram": calibration.gram, "num_classes": 10}
+    nothing = measure_spans(compiled, sampler, labels, noise, calibration.samples, sites=[], **options)
+    assert set(nothing.error.values()) == {0.0}
+    only_attention = measure_spans(compiled, sampler, labels, noise, calibration.samples, sites=attention, **options)
+    assert set(only_attention.error) == set(nothing.error) and max(only_attention.error.values()) > 0
+
+
+def test_group_paths_weigh_each_group_by_its_own_table():
+    """Given a table per group, attention sites follow the first table's least-error path and
+    MLP sites the second's; without, both follow the shared one."""
+    from dataclasses import replace
+
+    from gocopt.search.path import EdgeTable
+    from gocopt.search.space import group_paths
+
+    steps = 8
+    spans = [(c, d) for c in range(steps) for d in range(c + 2, min(steps, c + 4) + 1)]
+    early = EdgeTable(steps, 4, {(c, d): 1.0 if c < 4 else 10.0 for c, d in spans})  # reuse early: cheap
+    late = EdgeTable(steps, 4, {(c, d): 10.0 if c < 4 else 1.0 for c, d in spans})
+    ctx = replace(_ctx(steps=steps), edges=early)
+    candidate = Candidate(family="path", path_share=1.0)
+    shared = group_paths(candidate, ctx, 0.5)
+    grouped = group_paths(candidate, ctx, 0.5, (early, late))
+    attention, mlp = ~ctx.site_is_mlp, ctx.site_is_mlp
+    assert (grouped[:, attention] == shared[:, attention]).all()
+    assert (shared[:, mlp] == shared[:, attention][:, :1]).all()  # one table: one path for both groups
+    assert not (grouped[:, mlp] == grouped[:, attention][:, :1]).all()  # its own table: another path

@@ -172,12 +172,23 @@ def build_mask(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.nda
     return fill_to_budget(start, priority(candidate, ctx), ctx.site_flops, budget, candidate.max_run)
 
 
-def group_paths(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.ndarray:
+def group_paths(candidate: Candidate, ctx: SpaceContext, budget: float,
+                tables: tuple[EdgeTable, EdgeTable] | None = None) -> np.ndarray:
     """Attention-like and MLP sites each on the least-error path with their number of computes:
-    ``path_share`` of the budget in all, tilted between the groups by ``path_tilt``."""
-    if ctx.edges is None:
-        raise ScheduleError("the path family needs measured span errors (SpaceContext.edges)")
-    fewest = math.ceil(ctx.steps / ctx.edges.max_gap)  # a path's spans are at most max_gap long
+    ``path_share`` of the budget in all, tilted between the groups by ``path_tilt``.
+
+    Both groups' paths are weighed by ``ctx.edges``, spans that reuse the whole model, unless
+    ``tables`` gives one per group (attention, MLP). Spans measured per group (the other group
+    computed) miss how the two groups' errors compound where their paths coincide; on the
+    reference model they placed computes 0.3–6.5 dB worse in every cell, for 2–3× the measuring
+    (``python -m benchmarks.span_tables``).
+    """
+    if tables is None:
+        if ctx.edges is None:
+            raise ScheduleError("the path family needs measured span errors (SpaceContext.edges)")
+        tables = (ctx.edges, ctx.edges)
+    attn_table, mlp_table = tables
+    fewest = math.ceil(ctx.steps / min(attn_table.max_gap, mlp_table.max_gap))  # spans are at most max_gap long
     full_steps = candidate.path_share * budget * ctx.steps  # what the paths may cost, in whole-model steps
     mlp_share = float(ctx.site_flops[ctx.site_is_mlp].sum() / ctx.site_flops.sum())
     attn = min(ctx.steps, max(fewest, math.floor(full_steps * (1 + candidate.path_tilt) + 1e-9)))
@@ -185,8 +196,8 @@ def group_paths(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.nd
     if mlp_share in (0.0, 1.0):  # one group only: one path
         attn = mlp = max(fewest, math.floor(full_steps + 1e-9))
     n = len(ctx.site_flops)
-    mask = path_mask(best_path(ctx.edges, attn), ctx.steps, n, np.flatnonzero(~ctx.site_is_mlp).tolist())
-    return path_mask(best_path(ctx.edges, mlp), ctx.steps, n, np.flatnonzero(ctx.site_is_mlp).tolist(), mask)
+    mask = path_mask(best_path(attn_table, attn), ctx.steps, n, np.flatnonzero(~ctx.site_is_mlp).tolist())
+    return path_mask(best_path(mlp_table, mlp), ctx.steps, n, np.flatnonzero(ctx.site_is_mlp).tolist(), mask)
 
 
 def build_goc(candidate: Candidate, ctx: SpaceContext) -> GOCConfig:

@@ -39,10 +39,12 @@ def max_gap_for(budgets: Sequence[float], steps: int) -> int:
 @torch.no_grad()
 def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor,
                   reference: torch.Tensor, *, max_gap: int, gram: np.ndarray | None, history: int = 3,
-                  num_classes: int | None, progress: bool = False) -> EdgeTable:
+                  num_classes: int | None, sites: Sequence[int] | None = None, progress: bool = False) -> EdgeTable:
     """Every span up to ``max_gap`` steps, under a fitted predictor of ``history`` values (plain
-    reuse when ``gram`` is None), on the given seeds; restores the model's schedule after."""
+    reuse when ``gram`` is None), on the given seeds; restores the model's schedule after.
+    ``sites``: the site indices a span reuses (all by default); the others are computed at every step."""
     ids, steps = tuple(compiled.sites["site"]), sampler.steps
+    columns = list(range(len(ids))) if sites is None else list(sites)
     timesteps = tuple(sampler.timesteps) if sampler.timesteps is not None else None
     ddim = sampler if isinstance(sampler, DDIMSampler) and sampler.first_step == 0 and num_classes else None
     latents = ddim.latents(compiled.original, labels, noise, num_classes=num_classes) if ddim and num_classes else None
@@ -50,7 +52,8 @@ def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor,
     previous = compiled.schedule
 
     def run_error(row: np.ndarray) -> float:
-        mask = np.repeat(row[:, None], len(ids), axis=1)
+        mask = np.ones((steps, len(ids)), dtype=bool)
+        mask[:, columns] = row[:, None]
         first = max(0, int(np.argmin(row)) - history) if ddim is not None else 0  # the span starts at argmin(row)
         mask = mask[first:]
         predictor: Predictor = (fit_predictor(mask, gram[:, first:, first:], history) if gram is not None
