@@ -167,7 +167,7 @@ def from_json(data: Mapping[str, Any]) -> Predictor:
     if kind == "taylor":
         return Taylor(int(data["order"]))
     if kind == "fitted":
-        terms = {(int(s), int(i)): tuple((int(a), float(c)) for a, c in t) for s, i, t in data["terms"]}
+        terms = {(s, i): t for s, i, t in data["terms"]}  # Fitted normalises the types
         return Fitted(int(data["history"]), terms, dict(data.get("fit", {})))
     raise ScheduleError(f"unknown predictor kind {kind!r}; this gocopt knows goc, taylor and fitted — upgrade gocopt")
 

@@ -89,21 +89,26 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
         if done:
             logger.info("study %r resumes with %d of %d trials complete", study.study_name, done, trials)
         watched: set[int] = set()
+        heartbeats = heartbeat is not None and isinstance(backend, optuna.storages.RDBStorage)
         while True:
-            if heartbeat is not None and isinstance(backend, optuna.storages.RDBStorage):
-                _watch_running(study, backend, watched)
+            if heartbeats:
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, re-queued
-            done, running = _count(study, TrialState.COMPLETE), _count(study, TrialState.RUNNING)
+            active = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            running = [t for t in active if t.state == TrialState.RUNNING]
+            values = [t.value for t in active if t.state == TrialState.COMPLETE and t.value is not None]
+            done = len(active) - len(running)
+            if heartbeats:
+                _watch_running(backend, running, watched)
             bar.n = min(done, trials)
+            if values:
+                bar.set_postfix(best=f"{max(values):.2f} dB", refresh=False)
             bar.refresh()
             if done >= trials:
                 break
-            if done + running >= trials:  # the rest are running elsewhere: wait, they may die
+            if done + len(running) >= trials:  # the rest are running elsewhere: wait, they may die
                 time.sleep(min(2.0, heartbeat or 2.0))
                 continue
             study.optimize(guarded, n_trials=1)
-            if _count(study, TrialState.COMPLETE):
-                bar.set_postfix(best=f"{study.best_value:.2f} dB")
         bar.close()
         best = study.best_trial
         complete = _count(study, TrialState.COMPLETE)
@@ -111,12 +116,13 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
     return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study, complete)
 
 
-def _watch_running(study: optuna.Study, backend: optuna.storages.RDBStorage, watched: set[int]) -> None:
+def _watch_running(backend: optuna.storages.RDBStorage, running: list[optuna.trial.FrozenTrial],
+                   watched: set[int]) -> None:
     """Give every running trial seen for the first time a heartbeat. Optuna never fails a trial that
     has none — a worker that died before its first heartbeat (the database dropped right as the trial
     started) would block the study forever. For a live trial this is one early refresh; for a dead
     one it starts the grace period."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in running:
         if trial.number not in watched:
             backend.record_heartbeat(trial._trial_id)  # noqa: SLF001 - the storage addresses trials by id
             watched.add(trial.number)
