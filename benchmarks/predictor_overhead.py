@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, schedule in schedules.items():
             compiled.set_schedule(schedule)
             _, elapsed = timed(lambda: sampler.sample(compiled, labels, noise, num_classes=model.num_classes))
-            predicted[name] = compiled.runtime.state.corrected
+            predicted[name] = compiled.runtime.last_run.corrected
             if round_ > 0:
                 best[name] = min(best[name], elapsed)
     base = best["plain reuse"]

@@ -59,10 +59,11 @@ def reuse_traffic(compiled: CachedModel, goc: GOCConfig, *, batch: int = 2, step
     graph = compiled._programs[plan_index].__self__
     kept = compiled.runtime.state.kept[""]
     activation = kept[0]
+    coefficients = compiled.runtime.coefficients.get("", PROBE_STEP, activation)
     counter = _PerNodeTraffic(graph, activation.numel())
-    counter.run(x, torch.full((batch,), timesteps[PROBE_STEP]), y, kept)
+    counter.run(x, torch.full((batch,), timesteps[PROBE_STEP]), y, kept, coefficients)
     plan = compiled.runtime.plan.plans[plan_index]
-    reused = len(plan.actions) - plan.computed
+    reused = len(plan.computes) - plan.computed
     unit = activation.numel() * activation.element_size()
     compiled.reset()
     return {"reused_sites": reused, "per_reused_site": counter.reuse_bytes / unit / reused,

@@ -32,6 +32,7 @@ from gocopt.passes import insert_cache_sites, specialize_plan
 from gocopt.passes.prune_conditioning import ChunkPolicy
 from gocopt.runtime.modules import BlockCacheSite, CacheSite, Program, TracedBlock, check_constants
 from gocopt.runtime.runtime import CacheRuntime
+from gocopt.runtime.state import Call
 from gocopt.schedule.plan import RunPlan, StepPlan
 from gocopt.schedule.schedule import Schedule
 from gocopt.trace.sites import TracedModel, trace_sites
@@ -56,7 +57,9 @@ class CachedModel(nn.Module):
         super().__init__()
         self.__dict__["_original"] = traced.model
         self.sites: pd.DataFrame = traced.table()
-        self.runtime = CacheRuntime(tuple(self.sites["site"]))
+        graph_sites = {path: [s.index for s in traced.sites if s.granularity == "branch" and s.graph == path]
+                       for path in traced.graphs}
+        self.runtime = CacheRuntime(tuple(self.sites["site"]), graph_sites=graph_sites)
         self.mode = traced.mode
         self.module, self._graphs, self._blocks = _rewrite(traced, self.runtime)
         self._observed_layout: dict[str, list[tuple[int, int | None]]] = {
@@ -157,44 +160,58 @@ class CachedModel(nn.Module):
 
     @torch.compiler.disable(recursive=False)  # the dispatcher stays in Python; each step plan compiles whole
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.mode != "whole":
-            call = self._begin(args, kwargs)
-            return self._end(self.module(**call), ())
-        inputs, kept, program = self._begin_whole(args, kwargs)
-        return self._end(*program(*inputs, kept))
+        call, bound = self._begin(args, kwargs)
+        try:
+            if self.mode != "whole":
+                return self._end(call, self.module(**bound), ())
+            inputs, kept, coefficients, program = self._whole_inputs(call, bound)
+            return self._end(call, *program(*inputs, kept, coefficients))
+        except BaseException:
+            self._abort(call)
+            raise
 
     @torch.compiler.disable
-    def _begin(self, args: tuple, kwargs: dict) -> dict[str, Any]:
-        """Host bookkeeping before a call: bind, check, advance to this step's plan."""
-        call = self._binder.bind(args, kwargs)
-        check_constants(type(self.original).__name__, call, self._constants)
-        self._check_device(call)
+    def _begin(self, args: tuple, kwargs: dict) -> tuple[Call, dict[str, Any]]:
+        """Host bookkeeping before a call: bind, check, find this run's step and plan."""
+        bound = self._binder.bind(args, kwargs)
+        check_constants(type(self.original).__name__, bound, self._constants)
+        self._check_device(bound)
         runtime = self.runtime
-        runtime.begin_call(call[self._timestep_arg] if self._timestep_arg else None)
-        if self._compile_options and self._compile_options["mode"] in CUDA_GRAPH_MODES \
-                and runtime.state.step == 0 and not runtime.runs_in_progress():
+        call = runtime.begin_call(bound[self._timestep_arg] if self._timestep_arg else None)
+        if self._compile_options and self._compile_options["mode"] in CUDA_GRAPH_MODES and call.step == 0:
+            others = runtime.runs_in_progress()
+            if others:
+                runtime.abort_call(call)
+                raise GocoptError(
+                    f"mode={self._compile_options['mode']!r} serves one sampling run at a time, and {others} other "
+                    "run(s) are in progress on this model: CUDA graphs write every run's kept values into the same "
+                    "static buffers, so interleaved runs would overwrite each other's; for concurrent runs compile "
+                    "with mode=None (inductor without CUDA graphs) or load one model per worker")
             torch.compiler.cudagraph_mark_step_begin()  # a new run: the previous run's kept values are dead
-        return call
+        return call, bound
 
     @torch.compiler.disable
-    def _begin_whole(self, args: tuple, kwargs: dict) -> tuple[list, tuple, Program]:
-        call = self._begin(args, kwargs)
-        inputs = [call[name] for name in self._tensor_args]
-        return inputs, self.runtime.state.kept.get("", ()), self._programs[self.runtime.current_plan]
+    def _whole_inputs(self, call: Call, bound: dict[str, Any]) -> tuple[list, tuple, torch.Tensor | None, Program]:
+        kept = call.state.kept.get("", ())
+        coefficients = self.runtime.coefficients.get("", call.step, kept[0] if kept else None)
+        return [bound[name] for name in self._tensor_args], kept, coefficients, self._programs[call.plan]
 
     @torch.compiler.disable
-    def _end(self, out: Any, kept: tuple, *observed: tuple) -> Any:
-        """Host bookkeeping after a call: keep values, hand observations out, advance the step."""
-        runtime = self.runtime
+    def _end(self, call: Call, out: Any, kept: tuple, *observed: tuple) -> Any:
+        """Host bookkeeping after a call: keep values, hand observations out, advance the run."""
         if self.mode == "whole":
-            runtime.state.kept[""] = kept
+            call.kept[""] = kept
             if observed:
-                runtime.pending_observations.append(("", observed[0]))
+                call.observations.append(("", observed[0]))
             if self._output_type is not None and isinstance(out, dict):
                 out = self._output_type(**out)
-        if runtime.pending_observations:
-            self._observe(runtime.state.step)
-        return runtime.end_call(out)
+        if call.observations:
+            self._observe(call)
+        return self.runtime.end_call(call, out)
+
+    @torch.compiler.disable
+    def _abort(self, call: Call) -> None:
+        self.runtime.abort_call(call)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -205,8 +222,11 @@ class CachedModel(nn.Module):
     # -- step plans → programs ------------------------------------------------------------------
 
     def _build_programs(self, run: RunPlan) -> None:
-        """Specialise (and compile) every distinct plan of ``run`` for every traced graph."""
-        policy: ChunkPolicy = "span" if self._parameter_device().type == "cuda" else "runs"
+        """Specialise (and compile) every distinct plan of ``run`` for every traced graph, and put
+        the run's coefficients on the model's device."""
+        device = self._parameter_device()
+        policy: ChunkPolicy = "span" if device.type == "cuda" else "runs"
+        self.runtime.coefficients.prepare(device, self._parameter_dtype())
         options = tuple(sorted((self._compile_options or {}).items(), key=str))
         for key, (gm, outputs) in self._graphs.items():
             programs = [self._program(key, gm, outputs, plan, policy, options) for plan in run.plans]
@@ -231,20 +251,23 @@ class CachedModel(nn.Module):
             self._specialized.move_to_end(cache_key)
         return program
 
-    def _observe(self, step: int) -> None:
+    def _observe(self, call: Call) -> None:
         observed = []
-        for key, flat in self.runtime.pending_observations:
+        for key, flat in call.observations:
             offset = 0
             for site, outputs in self._observed_layout[key]:
                 count = len(flat) if outputs is None else outputs
                 observed.append((site, tuple(flat[offset:offset + count])))
                 offset += count
-        self.runtime.pending_observations.clear()
-        self.runtime.observe(step, sorted(observed, key=lambda item: item[0]))
+        self.runtime.observe(call.step, sorted(observed, key=lambda item: item[0]))
 
     def _parameter_device(self) -> torch.device:
         parameter = next(self.original.parameters(), None)
         return parameter.device if parameter is not None else torch.device("cpu")
+
+    def _parameter_dtype(self) -> torch.dtype:
+        parameter = next((p for p in self.original.parameters() if p.is_floating_point()), None)
+        return parameter.dtype if parameter is not None else torch.float32
 
     def _check_device(self, call: dict[str, Any]) -> None:
         device = next((v.device for v in call.values() if isinstance(v, torch.Tensor) and v.is_floating_point()), None)

@@ -92,13 +92,15 @@ def test_predictors_round_trip_through_json(predictor):
 
 
 def test_every_predictor_becomes_static_step_plans():
-    """Taylor and fitted predictors need no per-call decision: plans are made once, like GOC's."""
+    """Taylor and fitted predictors need no per-call decision: plans are made once, like GOC's, and
+    their warm-up steps (fewer values to combine) share the graph of the steps after them."""
     mask = np.ones((20, 3), dtype=bool)
     mask[1::2] = False
-    for predictor in (Taylor(2), GOCConfig.at_steps(0.8, range(2, 20))):
+    gram = np.stack([np.eye(20) + 0.5 for _ in range(3)])
+    for predictor in (Taylor(2), GOCConfig.at_steps(0.8, range(2, 20)), fit_predictor(mask, gram, 3)):
         run = plan_run(Schedule(mask, ("a", "b", "c"), None, predictor))
-        assert run.steps == 20 and len(run.plans) <= 8  # warm-up plans, then one per parity, then the last
-        assert all(a is None for a in run.at(0).actions)
+        assert run.steps == 20 and len(run.plans) == 3  # step 0, compute, reuse
+        assert all(run.at(0).computes) and all(run.at(0).fills)
 
 
 def test_unknown_predictor_kind_names_the_fix():

@@ -8,8 +8,8 @@ import pytest
 from gocopt.compiled import cache_model
 from gocopt.errors import ScheduleError
 from gocopt.schedule import GOCConfig, Schedule, named_schedule
-from gocopt.schedule.plan import PLAIN, Reuse, plan_run
-from gocopt.schedule.predictors import Fitted
+from gocopt.schedule.plan import PLAIN, SiteHistory, plan_run
+from gocopt.schedule.predictors import Fitted, Taylor
 
 
 @pytest.mark.parametrize("build,message", [
@@ -40,26 +40,34 @@ def test_named_schedules_and_their_costs(tiny_model):
         named_schedule("fora", ids, steps=20)
 
 
-def test_interval_two_with_goc_needs_five_distinct_step_plans():
-    """Step 0, the first reuse (plain: one value so far), then compute/correct alternating, and a last
-    reuse that keeps nothing: 5 plans for 20 steps, whatever the model."""
+def test_interval_two_with_goc_needs_three_step_graphs():
+    """Step 0 (fills the queues), compute, reuse: the plain first reuse and the corrected ones share
+    a shape, their coefficients are data. 3 graphs for 20 steps, whatever the model."""
     mask = np.ones((20, 3), bool)
     mask[1::2] = False
     plan = plan_run(Schedule(mask, ("a", "b", "c"), None, GOCConfig.at_steps(0.8, range(2, 20))))
-    assert len(plan.plans) == 5
-    assert plan.plan_of_step == (0, 1, 2, 3) + (2, 3) * 7 + (2, 4)
-    assert plan.at(1).actions == (PLAIN,) * 3
-    assert plan.at(3).actions == (Reuse(((1, 1.8), (2, -0.8))),) * 3
-    assert plan.at(19).keep_out == ()  # the run's last step keeps nothing
+    assert len(plan.plans) == 3
+    assert plan.plan_of_step == (0, 1) + (2, 1) * 9
+    assert plan.at(1).history == (SiteHistory(slots=2, used=True, plain=False, affine=True),) * 3
+    assert plan.coefficients[1] == ((1.0, 0.0),) * 3  # one value so far: plain reuse, as data
+    assert plan.coefficients[3] == ((1.8, -0.8),) * 3
+    assert plan.at(0).fills == (True,) * 3 and plan.at(2).fills == (False,) * 3
 
 
-def test_values_are_kept_only_while_a_later_step_reads_them():
+def test_a_history_holds_only_what_the_predictor_reads():
     mask = np.array([[True], [False], [True], [False]])
     plain = plan_run(Schedule(mask, ("s",)))
-    assert [plain.at(s).keep_out for s in range(4)] == [((0, 1),), (), ((0, 1),), ()]
+    assert plain.at(1).history == (SiteHistory(slots=1, used=False, plain=True, affine=True),)
+    assert plain.coefficients[1] == ((),)  # plain reuse: no arithmetic, no coefficients
     corrected = plan_run(Schedule(mask, ("s",), None, GOCConfig.at_steps(1.0, {3})))
-    # step 3 reads the values of steps 2 and 1: step 1's value is kept across step 2 (age 2 by then)
-    assert [corrected.at(s).keep_out for s in range(4)] == [((0, 1),), ((0, 1),), ((0, 1), (0, 2)), ()]
+    # step 3 reads the values used at steps 2 and 1 (GOC's queue); step 1's is step 0's (plain
+    # reuse), so two slots of computed values serve
+    assert corrected.at(3).history == (SiteHistory(slots=2, used=False, plain=False, affine=True),)
+    assert corrected.coefficients[3] == ((2.0, -1.0),)
+    taylor = plan_run(Schedule(np.array([[True], [True], [False], [True], [False]]), ("s",), None, Taylor(2)))
+    # the polynomial through computed steps 0, 1, 3 at step 4: weights 1, −2, 2; slots newest first
+    assert taylor.at(4).history == (SiteHistory(slots=3, used=False, plain=False, affine=True),)
+    assert taylor.coefficients[4] == (pytest.approx((2.0, -2.0, 1.0)),)
 
 
 def test_a_predictor_reading_before_the_run_is_refused():

@@ -141,8 +141,8 @@ def test_objective_runs_with_a_fixed_trial(tiny_model):
     params = Candidate(w_attn=0.5, w_mlp=0.5, max_run=2).as_params()
     value = objective(optuna.trial.FixedTrial(params))
     assert 10 < value <= 100  # a random tiny model saturates its clipped samples: cached ≈ uncached
-    state = compiled.runtime.state
-    assert state.reused > 0 and state.corrected > 0  # the trial really reused and corrected
+    run = compiled.runtime.last_run
+    assert run.reused > 0 and run.corrected > 0  # the trial really reused and corrected
 
 
 def test_path_family_with_a_fitted_predictor_on_measured_spans(tiny_model):

@@ -1,23 +1,26 @@
-"""Specialise a rewritten graph to one step plan: a straight-line graph, no decisions left.
+"""Specialise a rewritten graph to one step shape: a straight-line graph, no decisions left.
 
 ``specialize_plan`` does not touch the graph it is given; it returns a new ``GraphModule`` (sharing
 every submodule and parameter) with the calling convention
 
-    forward(*original inputs, gocopt_cache) -> (output, cache_out)            # or
-    forward(*original inputs, gocopt_cache) -> (output, cache_out, observed)  # plan.observe
+    forward(*original inputs, gocopt_cache, gocopt_coefficients) -> (output, cache_out[, observed])
 
-where ``gocopt_cache`` is the flat tuple of kept values the plan reads (``plan.keep_in``, each
-site's outputs in order) and ``cache_out`` the tuple it hands to the next step (``plan.keep_out``).
-For every site of the graph:
+where ``gocopt_cache`` is the flat tuple of the history slots the sites bring in (site by site,
+slot by slot, each site's outputs in order; :class:`~gocopt.schedule.plan.StepPlan`), ``cache_out``
+the same for the next step, ``gocopt_coefficients`` a 1-D tensor with this step's coefficients
+(each combining reused site's, in site order) and ``observed`` every site's value (``plan.observe``).
+The graph depends only on the plan's *shape*: every step with the same compute pattern runs it,
+with its own coefficients. For every site of the graph:
 
 * computed — the site's own nodes are inlined where its call was: with every site computed the
   graph runs exactly the original operations (bit-identical output);
-* reused — its value is the plan's prediction from kept values: the kept value itself (plain
-  reuse) or one ``torch.lerp`` (two terms whose coefficients sum to one, e.g. GOC), and the gated
-  residual add that consumes it, ``h + gate * value``, becomes one ``torch.addcmul``.
+* reused — its value is slot 0 itself (plain reuse), one ``torch.lerp`` (two slots whose
+  coefficients sum to one, e.g. GOC) or ``Σ c_k · slot_k``; the gated residual add that consumes
+  it, ``h + gate * value``, becomes one ``torch.addcmul``.
 
-Then dead code goes (the reused branches' shift/scale) and :func:`prune_dead_chunks` computes
-only the conditioning rows that are still read.
+History slots move by reference (a fresh output becomes slot 0, the oldest slot is dropped): no
+copies. Then dead code goes (the reused branches' shift/scale) and :func:`prune_dead_chunks`
+computes only the conditioning rows that are still read.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from torch import fx
 
 from gocopt.errors import PassError
 from gocopt.passes.prune_conditioning import ChunkPolicy, prune_dead_chunks
-from gocopt.schedule.plan import Reuse, StepPlan
+from gocopt.schedule.plan import StepPlan
 from gocopt.trace.tracer import eliminate_dead_code
 
 CACHE_INPUT = "gocopt_cache"
+COEFFICIENTS_INPUT = "gocopt_coefficients"
 _MULS = (operator.mul, torch.mul)
 _ADDS = (operator.add, torch.add)
+Weight = float | torch.Tensor  # a host coefficient (fallback path) or a 0-dim tensor (graph input)
 
 
 def site_of(node: fx.Node) -> int | None:
@@ -44,28 +49,21 @@ def site_of(node: fx.Node) -> int | None:
     return (node.meta.get("gocopt") or {}).get("site")
 
 
-def predict(coefficients: Sequence[float], values: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``Σ c_k · values[k]`` in as few passes over memory as the terms allow.
+def combine(values: Sequence[torch.Tensor], weights: Sequence[Weight], *, affine: bool) -> torch.Tensor:
+    """``Σ weights[k] · values[k]`` in as few passes over memory as the terms allow.
 
-    Plain reuse is the value itself (no op); two terms whose coefficients sum to one (GOC,
-    TaylorSeer order 1) are one ``lerp``. Called from step-plan graphs and, eagerly, by blocks
+    Two values whose weights sum to one (GOC, TaylorSeer order 1, an affine fit) are one ``lerp``;
+    otherwise a multiply and one fused multiply-add per further value. Weights are 0-dim tensors
+    in step-plan graphs (data, so every step of a shape shares the graph) and host floats in blocks
     cached whole.
     """
-    if len(values) == 1 and coefficients[0] == 1.0:
-        return values[0]
-    if len(values) == 2 and abs(sum(coefficients) - 1.0) < 1e-12:
-        return torch.lerp(values[0], values[1], coefficients[1])
-    total = values[0] * coefficients[0]
-    for value, c in zip(values[1:], coefficients[1:]):
-        total = torch.add(total, value, alpha=c)
+    if len(values) == 2 and affine:
+        return torch.lerp(values[0], values[1], weights[1])
+    total = values[0] * weights[0]
+    for value, weight in zip(values[1:], weights[1:]):
+        total = (torch.addcmul(total, value, weight) if isinstance(weight, torch.Tensor)
+                 else torch.add(total, value, alpha=weight))
     return total
-
-
-def _predict(graph: fx.Graph, reuse: Reuse, values: list[fx.Node]) -> fx.Node:
-    coefficients = tuple(c for _, c in reuse.terms)
-    if reuse.is_plain:
-        return values[0]
-    return graph.call_function(predict, (coefficients, tuple(values)))
 
 
 def fuse_gated_residuals(graph: fx.Graph, values: Mapping[fx.Node, int]) -> int:
@@ -102,27 +100,42 @@ def fuse_gated_residuals(graph: fx.Graph, values: Mapping[fx.Node, int]) -> int:
 def specialize_plan(gm: fx.GraphModule, plan: StepPlan, site_outputs: Mapping[int, int], *,
                     chunk_policy: ChunkPolicy = "runs") -> fx.GraphModule:
     """A new GraphModule that runs ``plan`` on ``gm``'s sites (``site_outputs``: index → outputs)."""
-    keep_in = [e for e in plan.keep_in if e[0] in site_outputs]
-    keep_out = [e for e in plan.keep_out if e[0] in site_outputs]
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
-    originals = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    for node in originals:
-        env[node] = graph.node_copy(node)
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = graph.node_copy(node)
     cache = graph.placeholder(CACHE_INPUT, default_value=())
-    offsets, flat = {}, 0
-    for entry in keep_in:
-        offsets[entry] = flat
-        flat += site_outputs[entry[0]]
-    kept: dict[tuple[int, int, int], fx.Node] = {}
+    coefficients = graph.placeholder(COEFFICIENTS_INPUT, default_value=None)
+    ordered = sorted(site_outputs)
+    slots_in: dict[int, list[list[fx.Node]]] = {}  # site → slot → one node per output
+    flat = 0
+    for index in ordered:
+        outputs = site_outputs[index]
+        slots_in[index] = []
+        for _ in range(plan.keeps_in(index)):
+            slots_in[index].append([graph.call_function(operator.getitem, (cache, flat + j)) for j in range(outputs)])
+            flat += outputs
+    weight_at: dict[int, list[fx.Node]] = {}  # site → its coefficients, each a 0-dim tensor
+    offset = 0
+    for index in ordered:
+        history = plan.history[index]
+        if not plan.computes[index] and history.terms:
+            weight_at[index] = [graph.call_function(operator.getitem, (coefficients, offset + k))
+                                for k in range(history.terms)]
+            offset += history.terms
 
-    def kept_value(site: int, age: int, j: int) -> fx.Node:
-        if (site, age) not in offsets:
-            raise PassError(f"specialize_plan: site {site} reads its value from {age} steps back, which the plan "
-                            "does not keep")
-        if (site, age, j) not in kept:
-            kept[site, age, j] = graph.call_function(operator.getitem, (cache, offsets[site, age] + j))
-        return kept[site, age, j]
+    def reuse(site: int) -> list[fx.Node]:
+        slots, history = slots_in[site], plan.history[site]
+        if not slots:
+            raise PassError(f"specialize_plan: site {site} is reused but brings no history into this step")
+        if history.plain:
+            return list(slots[0])
+        return [graph.call_function(combine, (tuple(s[j] for s in slots), tuple(weight_at[site])),
+                                    {"affine": history.affine}) for j in range(site_outputs[site])]
+
+    def blank(value: list[fx.Node]) -> list[fx.Node]:  # an empty slot: zeros, one tensor per output
+        return [graph.call_function(torch.zeros_like, (v,)) for v in value]
 
     site_values: dict[int, list[fx.Node]] = {}
     predictions: dict[fx.Node, int] = {}  # reused value → its site
@@ -131,15 +144,11 @@ def specialize_plan(gm: fx.GraphModule, plan: StepPlan, site_outputs: Mapping[in
         if node.op == "placeholder":
             continue
         if node.op == "call_module" and site is not None and site in site_outputs:
-            action = plan.actions[site]
-            if action is None:
+            if plan.computes[site]:
                 compute = cast(fx.GraphModule, gm.get_submodule(str(node.target)).compute)
                 site_values[site] = _inline(graph, compute, [env[cast(fx.Node, a)] for a in node.args])
             else:
-                site_values[site] = [
-                    _predict(graph, action, [kept_value(site, age, j) for age, _ in action.terms])
-                    for j in range(site_outputs[site])
-                ]
+                site_values[site] = reuse(site)
                 for value in site_values[site]:
                     value.meta["gocopt_reuse"] = site
                     predictions[value] = site
@@ -150,8 +159,8 @@ def specialize_plan(gm: fx.GraphModule, plan: StepPlan, site_outputs: Mapping[in
             env[node] = site_values[owner][cast(int, node.args[1])]
             continue
         if node.op == "output":
-            cache_out = tuple(site_values[s][j] if age == 1 else kept_value(s, age - 1, j)
-                              for s, age in keep_out for j in range(site_outputs[s]))
+            cache_out = tuple(v for s in ordered for slot in plan.slots_after(s, site_values[s], slots_in[s], blank)
+                              for v in slot)
             result = [fx.map_arg(node.args[0], lambda a: env[a]), cache_out]
             if plan.observe:
                 result.append(tuple(v for s in sorted(site_values) for v in site_values[s]))
@@ -185,4 +194,4 @@ def _inline(graph: fx.Graph, compute: fx.GraphModule, args: list[fx.Node]) -> li
     raise PassError("specialize_plan: a site graph has no output")
 
 
-__all__ = ["CACHE_INPUT", "fuse_gated_residuals", "predict", "site_of", "specialize_plan"]
+__all__ = ["CACHE_INPUT", "COEFFICIENTS_INPUT", "combine", "fuse_gated_residuals", "site_of", "specialize_plan"]

@@ -14,11 +14,11 @@ from torch import fx, nn
 from torch.utils import _pytree as pytree
 
 from gocopt.errors import TraceError
-from gocopt.passes.specialize import predict
+from gocopt.passes.specialize import combine
 from gocopt.runtime.runtime import CacheRuntime
 from gocopt.trace.tracer import CallBinder, has_tensor
 
-Program = Callable[..., tuple]  # (*tensor inputs, kept values) -> (output, kept values[, observed])
+Program = Callable[..., tuple]  # (*tensor inputs, kept slots, coefficients) -> (output, kept slots[, observed])
 
 
 class CacheSite(nn.Module):
@@ -76,21 +76,25 @@ class TracedBlock(_Delegating):
 
     @torch.compiler.disable(recursive=False)  # the plan lookup stays in Python; each program compiles whole
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        inputs, kept, program = self._begin(args, kwargs)
-        return self._end(*program(*inputs, kept))
+        inputs, kept, coefficients, program = self._begin(args, kwargs)
+        return self._end(*program(*inputs, kept, coefficients))
 
     @torch.compiler.disable
-    def _begin(self, args: tuple, kwargs: dict) -> tuple[list, tuple, Program]:
-        call = self._binder.bind(args, kwargs)
-        check_constants(self.path, call, self._constants)
-        inputs = [call[name] for name in self._tensor_args]
-        return inputs, self.runtime.state.kept.get(self.path, ()), self.programs[self.runtime.current_plan]
+    def _begin(self, args: tuple, kwargs: dict) -> tuple[list, tuple, torch.Tensor | None, Program]:
+        call = self.runtime.current_call()
+        bound = self._binder.bind(args, kwargs)
+        check_constants(self.path, bound, self._constants)
+        inputs = [bound[name] for name in self._tensor_args]
+        kept = call.state.kept.get(self.path, ())
+        coefficients = self.runtime.coefficients.get(self.path, call.step, kept[0] if kept else None)
+        return inputs, kept, coefficients, self.programs[call.plan]
 
     @torch.compiler.disable
     def _end(self, out: Any, kept: tuple, *observed: tuple) -> Any:
-        self.runtime.state.kept[self.path] = kept
+        call = self.runtime.current_call()
+        call.kept[self.path] = kept
         if observed:
-            self.runtime.pending_observations.append((self.path, observed[0]))
+            call.observations.append((self.path, observed[0]))
         return out
 
 
@@ -113,31 +117,30 @@ class BlockCacheSite(_Delegating):
 
     @torch.compiler.disable  # Python decides here: the fallback path is never compiled
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        runtime, state = self.runtime, self.runtime.state
-        plan = runtime.plan.plans[runtime.current_plan]
+        runtime, call = self.runtime, self.runtime.current_call()
+        plan, site = runtime.plan.plans[call.plan], self.index
+        history, n = plan.history[site], self._outputs
         inputs = [v for v in pytree.tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
-        kept_in = state.kept.get(self.site_id, ())
-        ages = [age for site, age in plan.keep_in if site == self.index]
-        past = {age: kept_in[k * self._outputs:(k + 1) * self._outputs] for k, age in enumerate(ages)}
-        action = plan.actions[self.index]
-        if action is None:
+        kept_in = call.state.kept.get(self.site_id, ())
+        slots = [kept_in[k * n:(k + 1) * n] for k in range(plan.keeps_in(site))] if n else []
+        if plan.computes[site]:
             out = self.block(*args, **kwargs)
             leaves, self._out_spec = pytree.tree_flatten(out)
             self._leaf_template = [None if isinstance(v, torch.Tensor) else v for v in leaves]
             value = tuple(v - self._stream_for(v, inputs) for v in leaves if isinstance(v, torch.Tensor))
             self._outputs = len(value)
         else:
-            coefficients = [c for _, c in action.terms]
-            value = tuple(predict(coefficients, [past[age][j] for age,
-                                                 _ in action.terms]) for j in range(self._outputs))
+            weights = runtime.plan.coefficients[call.step][site]
+            value = slots[0] if history.plain else tuple(
+                combine([s[j] for s in slots], weights, affine=history.affine) for j in range(n))
             deltas = iter(value)
             leaves = [v if v is not None else (d := next(deltas)) + self._stream_for(d, inputs)
                       for v in self._leaf_template]
             out = pytree.tree_unflatten(leaves, self._out_spec)
-        state.kept[self.site_id] = tuple(t for site, age in plan.keep_out if site == self.index
-                                      for t in (value if age == 1 else past[age - 1]))
+        if history.slots:
+            call.kept[self.site_id] = tuple(t for slot in plan.slots_after(site, value, slots, _zeros) for t in slot)
         if plan.observe:
-            runtime.pending_observations.append((self.site_id, value))
+            call.observations.append((self.site_id, value))
         return out
 
     def _stream_for(self, output: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -146,6 +149,10 @@ class BlockCacheSite(_Delegating):
                 return tensor
         raise TraceError(f"{self.site_id}: block output of shape {tuple(output.shape)} has no input of the same shape "
                          "to be its residual stream; this block cannot be cached whole")
+
+
+def _zeros(value: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros_like(v) for v in value)
 
 
 def check_constants(where: str, call: dict[str, Any], constants: dict[str, Any]) -> None:

@@ -14,6 +14,8 @@ on the host, and then trusts its step counter: zero synchronisations per call. A
 new run (an interrupted run never leaks into the next one). The announcement lives in a context
 variable, so it reaches the model through any wrapper (``torch.compile``, a lambda, a pipeline).
 Callers that announce nothing are checked on the device instead (see :mod:`gocopt.runtime`).
+Each run owns its cached values: two threads or asyncio tasks sampling from one loaded model at
+the same time, each inside its own block, get exactly the images each would get alone.
 """
 
 from __future__ import annotations
