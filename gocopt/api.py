@@ -19,6 +19,7 @@ from torch import nn
 from gocopt.driver import DEFAULT_TRIALS, compile_model, load_model
 from gocopt.integrations.diffusers import compile_pipeline, is_pipeline, load_pipeline
 from gocopt.metrics.quality import QualityEvaluator
+from gocopt.search.graphs import DEFAULT_MAX_GRAPHS
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 
 
@@ -43,6 +44,7 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     evaluator: QualityEvaluator | None = None,
     join: bool = False,
     heartbeat: int | None = DEFAULT_HEARTBEAT,
+    max_graphs: int | None = DEFAULT_MAX_GRAPHS,
 ) -> Any:
     """Search the cache schedule that keeps samples closest to the uncached model's while
     computing at most ``budget`` of the site FLOPs, and return the model compiled with it.
@@ -60,7 +62,9 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     makes this process one more worker of that shared study: it runs trials and returns ``None``
     (``[]`` for several budgets); the process without it scores and returns the result.
     ``heartbeat``: seconds between a running trial's heartbeats in a database storage (a worker
-    silent for three is taken for dead and its trial re-run).
+    silent for three is taken for dead and its trial re-run). ``max_graphs``: at most this many
+    distinct step graphs per schedule (each is one ``torch.compile`` compilation and, with CUDA
+    graphs, one captured set; ``None``: no limit).
     The result's ``.schedule`` records the model fingerprint, the sampler, calibration and search
     summaries and the quality measured on ``heldout_samples`` seeds the search never saw, next to
     the FORA+GOC (paper settings) and L2C-like baselines at the same budget.
@@ -75,11 +79,12 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
         return compile_pipeline(model, budget, inputs=inputs or [], steps=steps, call_kwargs=call_kwargs, trials=trials,
                                 search_samples=search_samples, heldout_samples=heldout_samples, seed=seed,
                                 storage=storage, study_name=study_name, progress=progress, join=join,
-                                heartbeat=heartbeat)
+                                heartbeat=heartbeat, max_graphs=max_graphs)
     return compile_model(model, budget, steps=steps, sampler=sampler, trials=trials, search_samples=search_samples,
                          heldout_samples=heldout_samples, seed=seed, storage=storage, study_name=study_name,
                          example_inputs=example_inputs, progress=progress, num_classes=num_classes,
-                         latent_shape=latent_shape, evaluator=evaluator, join=join, heartbeat=heartbeat)
+                         latent_shape=latent_shape, evaluator=evaluator, join=join, heartbeat=heartbeat,
+                         max_graphs=max_graphs)
 
 
 def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inputs: Any = None,

@@ -165,7 +165,7 @@ def cmd_compile(args) -> int:
     compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
                               heldout_samples=args.heldout_samples, seed=args.seed, storage=args.storage,
                               study_name=args.study_name, evaluator=evaluator, join=args.workers_join,
-                              heartbeat=args.heartbeat)
+                              heartbeat=args.heartbeat, max_graphs=args.max_graphs)
     if args.workers_join:
         print(f"worker done: the studies of budgets {', '.join(f'{b:g}' for b in budgets)} hold {args.trials} complete "
               "trials each; the leader (the same command without --workers-join) writes the schedules")
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=int, default=10,
                    help="seconds between a running trial's heartbeats in a database storage; a worker silent for "
                         "three is taken for dead and its trial is run again (default 10)")
+    p.add_argument("--max-graphs", type=int, default=6,
+                   help="at most this many distinct step graphs per schedule: torch.compile compilations and CUDA "
+                        "graph sets before the first image (default 6)")
     p.add_argument("--out", default=None, help="schedule path (default schedules/{model}_ddim{steps}_b{budget}.json)")
     p.set_defaults(func=cmd_compile)
 
@@ -305,7 +308,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); "
                              "use --device cpu, or install a CUDA build of torch (README, GPU)")
     for name, least in (("steps", 2), ("n", 1), ("batch_size", 1), ("trials", 1), ("search_samples", 1),
-                        ("heldout_samples", 1), ("heartbeat", 1)):
+                        ("heldout_samples", 1), ("heartbeat", 1), ("max_graphs", 2)):
         value = getattr(args, name, None)
         if value is not None and value < least:
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be at least {least}")

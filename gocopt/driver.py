@@ -31,7 +31,7 @@ from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.io import load_schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
 from gocopt.schedule.schedule import Schedule
-from gocopt.search import ScheduleObjective, SearchSet, SpaceContext, check_budget, run_search
+from gocopt.search import DEFAULT_MAX_GRAPHS, ScheduleObjective, SearchSet, SpaceContext, check_budget, run_search
 from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.trace.capture import first_call
@@ -60,6 +60,7 @@ def compile_model(
     evaluator: QualityEvaluator | None = None,
     join: bool = False,
     heartbeat: int | None = DEFAULT_HEARTBEAT,
+    max_graphs: int | None = DEFAULT_MAX_GRAPHS,
 ) -> Any:
     """Search, score and stamp schedules for a class-conditional DiT (see :func:`gocopt.compile`)."""
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
@@ -82,7 +83,8 @@ def compile_model(
     results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
                              search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
                              storage=storage, study_name=study_name or _default_study_name(model, sampler),
-                             progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat)
+                             progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat,
+                             max_graphs=max_graphs)
     if join:
         return None if isinstance(budget, (int, float)) else []
     return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
@@ -92,7 +94,8 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
                    noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, *, num_classes: int | None,
                    trials: int, seed: int, storage: Any, study_name: str, progress: bool,
                    example_inputs: Any = None, join: bool = False,
-                   heartbeat: int | None = DEFAULT_HEARTBEAT) -> list[CachedModel]:
+                   heartbeat: int | None = DEFAULT_HEARTBEAT,
+                   max_graphs: int | None = DEFAULT_MAX_GRAPHS) -> list[CachedModel]:
     """Calibrate once on the search inputs, then search, score and stamp one schedule per budget.
 
     ``sampler`` is anything with gocopt's sampler interface (``steps``, ``timesteps``,
@@ -115,13 +118,14 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
                           num_classes=num_classes, progress=progress)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
-                       tuple(inflections), calibration.gram, edges)
+                       tuple(inflections), calibration.gram, edges, max_graphs)
     search_set = SearchSet(labels, noise, calibration.samples)
     results = []
     for b in budgets:
         objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes)
         name = f"{study_name}-b{b:g}"
         metadata = {"model": identity, "sampler": sampler.describe(), "budget": b, "budgets": list(budgets),
+                    "max_graphs": max_graphs,
                     "search_seeds": [int(seeds[0]), int(seeds[-1]), len(seeds)]}
         found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
                            metadata=metadata, heartbeat=heartbeat, worker=os.getpid() % 10_000 + 1 if join else 0,

@@ -35,7 +35,7 @@ from gocopt.errors import GocoptError, ScheduleError
 from gocopt.evaluate import SampleSet
 from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
 from gocopt.schedule.io import load_schedule
-from gocopt.search import check_budget
+from gocopt.search import DEFAULT_MAX_GRAPHS, check_budget
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.trace.capture import first_call
 
@@ -170,7 +170,8 @@ def capture_call(pipe: Any, sampler: PipelineSampler, seed: int) -> tuple[tuple,
 def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs: Sequence[dict[str, Any]],
                      steps: int = 20, call_kwargs: dict | None = None, trials: int = 40, search_samples: int = 16,
                      heldout_samples: int = 16, seed: int = 0, storage: Any = None, study_name: str | None = None,
-                     progress: bool = True, join: bool = False, heartbeat: int | None = DEFAULT_HEARTBEAT) -> Any:
+                     progress: bool = True, join: bool = False, heartbeat: int | None = DEFAULT_HEARTBEAT,
+                     max_graphs: int | None = DEFAULT_MAX_GRAPHS) -> Any:
     """Search a schedule for ``pipe.transformer`` under ``pipe``'s scheduler at ``steps``, install it.
 
     Calibration and search sample ``search_samples`` inputs (cycling through ``inputs``), quality
@@ -196,7 +197,7 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
     results = search_budgets(compiled, sampler, budgets, search.labels, torch.tensor(search.seeds), search.seeds,
                              heldout, num_classes=None,
                              trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
-                             example_inputs=example, join=join, heartbeat=heartbeat)
+                             example_inputs=example, join=join, heartbeat=heartbeat, max_graphs=max_graphs)
     if join:
         return None
     install(pipe, results[0])

@@ -175,14 +175,7 @@ class CacheRuntime:
         run = current_run()
         if run is not None:
             return run
-        run = (_ANNOUNCED.get() or {}).get(self._key)
-        if run is None:
-            return None
-        states = self._runs.get(run, {})
-        steps = self._schedule.steps if self._schedule is not None else 0
-        if states and all(s.step >= steps for s in states.values()):  # done: later calls are a run of their own
-            return None
-        return run
+        return (_ANNOUNCED.get() or {}).get(self._key)  # released once finished (_release_announced)
 
     @contextlib.contextmanager
     def context(self, name: str) -> Iterator[None]:
@@ -203,8 +196,20 @@ class CacheRuntime:
         """The state the caller's next call uses: its announced run's, else the unannounced run's."""
         run, context = self._current_run(), self.context_name
         with self._lock:
-            states = self._unannounced if run is None else self._runs.setdefault(run, {})
+            states = self._unannounced if run is None else self._states_of(run)
             return states.setdefault(context, RunState())
+
+    def _states_of(self, run: SamplingRun) -> dict[str, RunState]:
+        """The states of ``run`` (made on first use; dropped when the run closes). Under the lock."""
+        states = self._runs.get(run)
+        if states is None:
+            states = self._runs[run] = {}
+            run.when_closed(_weak_callback(self._forget))
+        return states
+
+    def _forget(self, run: SamplingRun) -> None:
+        with self._lock:
+            self._runs.pop(run, None)
 
     def current_call(self) -> Call:
         """The model call in progress in this thread (blocks traced one by one read their plan here)."""
@@ -230,7 +235,7 @@ class CacheRuntime:
         run, context = self._current_run(), self.context_name
         with self._lock:
             if run is not None:
-                states = self._runs.setdefault(run, {})
+                states = self._states_of(run)
                 state = states.get(context)
                 if state is None:
                     self._check_announced(schedule, run)
@@ -266,7 +271,7 @@ class CacheRuntime:
         state.computed += plan.computed
         state.reused += len(plan.computes) - plan.computed
         state.corrected += plan.corrected
-        call = Call(state, step, self._plan.plan_of_step[step])
+        call = Call(state, step, self._plan.plan_of_step[step], run)
         self._local.call = call
         return call
 
@@ -290,9 +295,22 @@ class CacheRuntime:
             if state.step == schedule.steps:  # nothing reads the run's values any more
                 state.kept = {}
                 self.last_run = state.stats()
+                self._release_announced(call.run, schedule.steps)
         finally:
             state.busy = False
         return output
+
+    def _release_announced(self, run: SamplingRun | None, steps: int) -> None:
+        """A run announced to this model (not a block) is over once every context finished it: forget
+        it, so its state does not outlive it in this thread's context."""
+        announced = _ANNOUNCED.get() or {}
+        if run is None or announced.get(self._key) is not run:
+            return
+        with self._lock:
+            if any(s.step < steps for s in self._runs.get(run, {}).values()):
+                return
+            self._runs.pop(run, None)
+        _ANNOUNCED.set({k: v for k, v in announced.items() if k != self._key})
 
     def abort_call(self, call: Call) -> None:
         """A call raised: its run stays where it was (the values it made are not committed), so
@@ -377,9 +395,26 @@ class CacheRuntime:
         steps = self._schedule.steps if self._schedule is not None else 0
         return sum(0 < s.step < steps for s in self._all_states())
 
+    def held_runs(self) -> int:
+        """Announced runs whose state this model still holds (each is dropped when its run ends)."""
+        with self._lock:
+            return len(self._runs)
+
     def memory_bytes(self) -> int:
         """Bytes of tensors kept between steps right now, every run and context."""
         return sum(s.memory_bytes() for s in self._all_states())
+
+
+def _weak_callback(method: Callable[[SamplingRun], None]) -> Callable[[SamplingRun], None]:
+    """``method``, without keeping its object alive (a run must not keep a model)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(run: SamplingRun) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(run)
+
+    return call
 
 
 def _same_time(a: float, b: float) -> bool:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gocopt.sampling.run import SamplingRun
+
 SiteValue = tuple[torch.Tensor, ...]  # a site's outputs (two for a joint attention)
 Caller = tuple[int, int | None]  # (thread, asyncio task): who makes the calls of an unannounced run
 
@@ -72,5 +74,6 @@ class Call:
     state: RunState
     step: int
     plan: int
+    run: SamplingRun | None = None
     kept: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict, repr=False)  # committed at the end
     observations: list[tuple[str, tuple]] = field(default_factory=list, repr=False)

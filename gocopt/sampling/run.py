@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,10 +37,20 @@ class SamplingRun:
     """
 
     timesteps: tuple[float, ...] | None = None
+    _on_close: list[Callable[[SamplingRun], None]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.timesteps is not None:
             object.__setattr__(self, "timesteps", tuple(float(t) for t in self.timesteps))
+
+    def when_closed(self, callback: Callable[[SamplingRun], None]) -> None:
+        """Call ``callback(run)`` when the run ends (its block exits): caches drop their state for it."""
+        self._on_close.append(callback)
+
+    def close(self) -> None:
+        callbacks, self._on_close[:] = list(self._on_close), []
+        for callback in callbacks:
+            callback(self)
 
     @property
     def steps(self) -> int | None:
@@ -59,6 +69,7 @@ def sampling_run(timesteps: Sequence[float] | None = None) -> Iterator[SamplingR
         yield run
     finally:
         _CURRENT.reset(token)
+        run.close()  # every cache drops this run's values now, also when an error is still held
 
 
 def current_run() -> SamplingRun | None:

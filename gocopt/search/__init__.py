@@ -1,8 +1,10 @@
 """Budget-constrained schedule search: the space, the objective, the Optuna study."""
 
+from gocopt.search.graphs import DEFAULT_MAX_GRAPHS, limit_graphs
 from gocopt.search.objective import ScheduleObjective, SearchSet, suggest
 from gocopt.search.space import Candidate, SpaceContext, build_goc, build_mask, check_budget, fill_to_budget
 from gocopt.search.study import SEED_CANDIDATES, SearchResult, run_search
 
-__all__ = ["SEED_CANDIDATES", "Candidate", "ScheduleObjective", "SearchResult", "SearchSet", "SpaceContext",
-           "build_goc", "build_mask", "check_budget", "fill_to_budget", "run_search", "suggest"]
+__all__ = ["DEFAULT_MAX_GRAPHS", "SEED_CANDIDATES", "Candidate", "ScheduleObjective", "SearchResult", "SearchSet",
+           "SpaceContext", "build_goc", "build_mask", "check_budget", "fill_to_budget", "limit_graphs", "run_search",
+           "suggest"]

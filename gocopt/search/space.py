@@ -26,6 +26,7 @@ from gocopt.schedule.fit import fit_predictor
 from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.named import interval_covering, l2c_mask
 from gocopt.schedule.predictors import Predictor, Taylor
+from gocopt.search.graphs import DEFAULT_MAX_GRAPHS, limit_graphs
 from gocopt.search.path import EdgeTable, best_path, path_mask
 
 FAMILIES = ("greedy", "interval", "l2c", "path")
@@ -42,7 +43,8 @@ class Candidate:
         step_bias: > 0 prefers reusing early (noisy) steps, < 0 late ones.
         depth_bias: > 0 prefers reusing deep blocks, < 0 shallow ones.
         mlp_bias: > 0 prefers reusing MLP branches, < 0 attention.
-        max_run: most consecutive reused steps of one site (GOC's queue needs fresh values).
+        max_run: most consecutive reused steps of one site (GOC's queue needs fresh values); a
+            preference: the budget and the graph limit may lengthen runs when they must.
         w_attn / w_mlp: GOC step size for attention-like and MLP-like sites.
         skip_inflections: no correction at detected inflection points.
         predictor: how reused values are made (``PREDICTORS``; ``w_*`` and ``skip_inflections``
@@ -82,6 +84,7 @@ class SpaceContext:
     inflections: tuple[int, ...] = ()
     gram: np.ndarray | None = None  # (sites, steps, steps): calibration's trajectory Gram, for fitted predictors
     edges: EdgeTable | None = None  # end-to-end span errors, for the path family
+    max_graphs: int | None = DEFAULT_MAX_GRAPHS  # step graphs a schedule may have (None: no limit)
 
     @property
     def min_cost(self) -> float:
@@ -156,7 +159,8 @@ def _run_with(column: np.ndarray, s: int) -> int:
 
 
 def build_mask(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.ndarray:
-    """The candidate's mask: cost ≤ budget, within one site-step of it."""
+    """The candidate's mask: cost ≤ budget, within one site-step of it, at most ``ctx.max_graphs``
+    step graphs (:func:`~gocopt.search.graphs.limit_graphs`)."""
     check_budget(budget, ctx.steps)
     n = len(ctx.site_flops)
     if candidate.family == "interval":
@@ -169,7 +173,9 @@ def build_mask(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.nda
         start = group_paths(candidate, ctx, budget)
     else:
         raise ScheduleError(f"unknown candidate family {candidate.family!r}; expected one of {FAMILIES}")
-    return fill_to_budget(start, priority(candidate, ctx), ctx.site_flops, budget, candidate.max_run)
+    scores = priority(candidate, ctx)
+    mask = fill_to_budget(start, scores, ctx.site_flops, budget, candidate.max_run)
+    return mask if ctx.max_graphs is None else limit_graphs(mask, scores, ctx.site_flops, budget, ctx.max_graphs)
 
 
 def group_paths(candidate: Candidate, ctx: SpaceContext, budget: float,
