@@ -6,10 +6,13 @@
 
 Rows per (dtype, images): the uncached model eagerly and under ``torch.compile`` (mode
 ``reduce-overhead``, i.e. CUDA graphs, on a GPU; inductor's default on CPU), then gocopt eager and
-gocopt compiled (:meth:`~gocopt.compiled.CachedModel.compile`, one graph per distinct step plan) at
-all-compute and at budgets 0.75 / 0.5 / 0.25. The schedules are what gocopt compiles to on the
-reference model at each budget — FORA's mask at the budget with GOC at every step from 2 — so the
-timing includes the correction; every row's realised cost is recorded and is ≤ its budget.
+gocopt compiled (:meth:`~gocopt.compiled.CachedModel.compile`, one graph per distinct step shape) at
+all-compute and at budgets 0.75 / 0.5 / 0.25, for two schedule shapes: ``interval`` — FORA's mask
+at the budget with GOC at every step from 2 (what gocopt first compiled to on the reference model)
+— and ``fitted`` — the search's globally placed computes plus site-by-site fill under the graph
+limit, with a fitted K=3 forecast (synthetic statistics: the shape, not the numbers, sets the
+speed). Both include their predictor's cost; every row's realised cost is recorded, ≤ its budget;
+``graphs`` is the number of step graphs the row compiles.
 
 DiT-XL/2 with random weights (adaLN re-initialised, so no gate is zero), DDIM-20, CFG batched
 (model batch = 2 × images). Rounds are interleaved (every row once, then again) after one warm-up
@@ -28,12 +31,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmarks.kept_memory import searched_shape
 from benchmarks.speed_table import gocopt_shaped
 from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
 from gocopt.report import environment, markdown_table, write_json
 from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule.plan import plan_run
 from gocopt.timing import summary, timed
 
 BUDGETS = (1.0, 0.75, 0.5, 0.25)
@@ -57,7 +62,8 @@ def random_dit(name: str, dtype: torch.dtype, device: torch.device, seed: int = 
 
 def speed_rows(model_name: str, dtypes: list[str], images: list[int], *, steps: int = 20, rounds: int = 5,
                budgets: tuple[float, ...] = BUDGETS, compile_mode: str | None = None, backend: str = "inductor",
-               device: torch.device | None = None, progress: bool = True) -> list[dict]:
+               device: torch.device | None = None, progress: bool = True,
+               shapes: tuple[str, ...] = ("interval", "fitted")) -> list[dict]:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sampler = DDIMSampler(steps=steps, guidance_scale=4.0, clip_denoised=False)
     rows = []
@@ -68,16 +74,17 @@ def speed_rows(model_name: str, dtypes: list[str], images: list[int], *, steps: 
         example = model.example_inputs(2)  # on the model's device, in its dtype
         eager = cache_model(model, None, example)
         compiled = cache_model(model, None, example).compile(mode=compile_mode, backend=backend)
-        schedules = {b: gocopt_shaped(eager, steps, b, sampler.timesteps) for b in budgets}
-        over = {b: s.cost(eager.site_flops) for b, s in schedules.items() if s.cost(eager.site_flops) > b + 1e-9}
+        schedules = {("interval", b): gocopt_shaped(eager, steps, b, sampler.timesteps) for b in budgets}
+        schedules |= {("fitted", b): searched_shape(eager, steps, b) for b in budgets if b < 1.0 and "fitted" in shapes}
+        over = {k: s.cost(eager.site_flops) for k, s in schedules.items() if s.cost(eager.site_flops) > k[1] + 1e-9}
         if over:
             raise ValueError(f"at {steps} steps the interval schedules cost more than their budgets ({over}); "
                              "pick a step count divisible by the intervals (e.g. 8 or 20)")
         uncached_compiled = torch.compile(model, mode=compile_mode, backend=backend)
         runners = {("uncached", "eager", 1.0): (model, None), ("uncached", "compiled", 1.0): (uncached_compiled, None)}
-        for budget, schedule in schedules.items():
-            runners[("gocopt", "eager", budget)] = (eager, schedule)
-            runners[("gocopt", "compiled", budget)] = (compiled, schedule)
+        for (shape_name, budget), schedule in schedules.items():
+            runners[(f"gocopt {shape_name}", "eager", budget)] = (eager, schedule)
+            runners[(f"gocopt {shape_name}", "compiled", budget)] = (compiled, schedule)
         for n in images:
             noise = initial_noise(range(n), shape, device).to(dtype)
             labels = torch.arange(n, device=device) % model.num_classes
@@ -96,9 +103,11 @@ def speed_rows(model_name: str, dtypes: list[str], images: list[int], *, steps: 
             base_compiled = summary(times[("uncached", "compiled", 1.0)])["best_s"]
             for (method, execution, budget), seconds in times.items():
                 stats = summary(seconds)
-                cost = 1.0 if method == "uncached" else schedules[budget].cost(eager.site_flops)
+                schedule = None if method == "uncached" else schedules[method.removeprefix("gocopt "), budget]
+                cost = 1.0 if schedule is None else schedule.cost(eager.site_flops)
+                graphs = 1 if schedule is None else len(plan_run(schedule).plans)
                 rows.append({"model": model_name, "dtype": dtype_name, "images": n, "method": method,
-                             "execution": execution, "budget": budget, "cost": cost, **stats,
+                             "execution": execution, "budget": budget, "cost": cost, "graphs": graphs, **stats,
                              "speedup_vs_uncached_eager": base_eager / stats["best_s"],
                              "speedup_vs_uncached_compiled": base_compiled / stats["best_s"]})
         del model, eager, compiled, uncached_compiled
@@ -116,6 +125,7 @@ def write(rows: list[dict], out: str | Path, settings: dict) -> str:
             "in the same run — the baseline a user already has.\n\n"
             + markdown_table(rows, [("dtype", "dtype", ""), ("images", "images", ""), ("method", "method", ""),
                                     ("execution", "execution", ""), ("budget", "budget", "g"), ("cost", "cost", ".3f"),
+                                    ("graphs", "graphs", ""),
                                     ("best_s", "best s", ".4f"), ("median_s", "median s", ".4f"),
                                     ("speedup_vs_uncached_eager", "vs eager", ".2f"),
                                     ("speedup_vs_uncached_compiled", "vs compiled", ".2f")]))
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="DiT-XL/2" if cuda else "DiT-S/2")
     parser.add_argument("--dtypes", default="bf16,fp32" if cuda else "fp32")
     parser.add_argument("--images", default="1,8,32" if cuda else "1,4")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (50: the DDIM-50 fitted schedules)")
     parser.add_argument("--rounds", type=int, default=5 if cuda else 3)
     parser.add_argument("--compile-mode", default="reduce-overhead" if cuda else None)
     parser.add_argument("--backend", default="inductor")

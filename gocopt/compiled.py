@@ -6,12 +6,15 @@ whose parameters are the original ones. Without a schedule it computes everythin
 the original bit for bit); ``set_schedule`` switches schedules; ``cache_context`` separates the
 conditional and unconditional calls of a guided sampler; ``reset`` starts a new run.
 
-Execution is planned, not decided: setting a schedule turns each distinct step plan into its own
-straight-line graph (:func:`~gocopt.passes.specialize_plan`). A call binds its arguments, asks the
-runtime which step it is (host integers only, no device reads) and runs that step's graph with the
-values kept from earlier steps. Each graph can be compiled whole (:meth:`CachedModel.compile`,
-or plain ``torch.compile`` of the model) and captured as CUDA graphs, since nothing in it depends
-on the step.
+Execution is planned, not decided: setting a schedule turns each distinct step *shape* (which
+sites compute) into its own straight-line graph (:func:`~gocopt.passes.specialize_plan`), with the
+step's predictor coefficients as a tensor input, so a schedule has a handful of graphs whatever its
+predictor. A call binds its arguments, asks the runtime which step of *its run* it is (host integers
+only, no device reads) and runs that step's graph with the history slots its run kept and that
+step's coefficients. Each graph can be compiled whole (:meth:`CachedModel.compile`, or plain
+``torch.compile`` of the model) and captured as CUDA graphs, since nothing in it depends on the step.
+Runs keep their own state, so one compiled model serves concurrent runs (threads, asyncio tasks,
+pipelines sharing it), each exactly as alone.
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ class CachedModel(nn.Module):
             return
         reused = int((~schedule.mask).sum())
         logger.info("schedule %r: %d steps × %d sites, %d site-steps reused (%.1f%%), cost %.3f of site FLOPs, "
-                    "%d distinct step plans%s", schedule.name, schedule.steps, schedule.num_sites, reused,
+                    "%d step graphs%s", schedule.name, schedule.steps, schedule.num_sites, reused,
                     100 * reused / schedule.mask.size, schedule.cost(self.site_flops), len(self.runtime.plan.plans),
                     "" if reused else " — nothing is cached: this is a no-op")
 
@@ -117,11 +120,13 @@ class CachedModel(nn.Module):
         self, *, mode: str | None = None, backend: str = "inductor", fullgraph: bool = True,
         dynamic: bool | None = False, options: dict[str, Any] | None = None, disable: bool = False,
     ) -> CachedModel:
-        """Compile each distinct step plan as one graph with ``torch.compile``; returns ``self``.
+        """Compile each distinct step graph with ``torch.compile``; returns ``self``.
 
-        The step lookup stays in Python (a host integer, no guards), so a schedule compiles once
-        per distinct plan and never recompiles from step to step. ``mode="reduce-overhead"``
-        captures every plan as CUDA graphs (needs the model on a CUDA device). Plain
+        The step lookup stays in Python (a host integer, no guards) and coefficients are tensor
+        inputs, so a schedule compiles once per step shape and never recompiles from step to step.
+        ``mode="reduce-overhead"`` captures every graph as CUDA graphs (needs the model on a CUDA
+        device) and then serves one sampling run at a time (every run's kept values would share the
+        graphs' static buffers): a run started while another is in progress is refused. Plain
         ``torch.compile(cached_model)`` works too (one graph per plan, the same way), this call
         only makes each plan ``fullgraph`` and sets the options in one place. ``disable=True`` goes
         back to eager step plans.

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from gocopt.atomic import atomic_write_text
+from gocopt.schedule.plan import plan_run
 
 
 def environment() -> dict[str, Any]:
@@ -71,7 +72,8 @@ def compile_report(schedule, path_stem: str) -> str:
         f"{table}\n"
         f"- search: {search.get('trials')} trials, study `{search.get('study')}`, best search PSNR "
         f"{search.get('best_value', float('nan')):.2f} dB; best parameters `{search.get('best_params')}`\n"
-        f"- predictor: {schedule.predictor!r}\n"
+        f"- predictor: {schedule.predictor!r}; {len(plan_run(schedule).plans)} step graphs (compilations under "
+        "torch.compile)\n"
         f"- inflection points (steps where features turn back): {schedule.provenance.get('inflection_points')}\n"
         f"- reused fraction per step: {reuse}\n"
     )

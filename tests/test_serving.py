@@ -93,6 +93,26 @@ def test_threads_sharing_one_model_equal_the_same_runs_alone(loaded):
     _assert_state_released(loaded)
 
 
+def test_threads_sharing_one_compiled_model_equal_the_same_runs_alone(reference_model):
+    """The same under torch.compile (aot_eager; inductor without CUDA graphs shares the path): the
+    step graphs compile once, then serve both threads."""
+    import torch._dynamo
+
+    model = gocopt.load(reference_model, COMMITTED, sampler=SAMPLER)
+    torch._dynamo.reset()
+    model.compile(backend="aot_eager")
+    jobs = [_job(SAMPLER, model, 2, 3), _job(SAMPLER, model, 3, 30)]
+    try:
+        with torch.no_grad():
+            alone = [job() for job in jobs]  # compiles every step graph
+        with lockstep(model, 2):
+            together = in_threads(jobs)
+    finally:
+        torch._dynamo.reset()
+    assert all(torch.equal(g, w) for g, w in zip(together, alone))
+    _assert_state_released(model)
+
+
 def test_separate_guidance_contexts_stay_per_thread(reference_model):
     """cond/uncond calls in separate cache contexts, two threads in lockstep: each thread's contexts
     are its own (the context is a context variable, not a model attribute)."""

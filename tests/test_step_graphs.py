@@ -17,6 +17,8 @@ import gocopt
 from gocopt.runtime.modules import CacheSite
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule.io import load_schedule
+from gocopt.schedule.plan import distinct_graphs, plan_run
+from gocopt.search import DEFAULT_MAX_GRAPHS
 
 SCHEDULES = sorted((Path(__file__).parent.parent / "schedules").glob("reference_*.json"))
 TOLERANCE = 2e-5  # float32 rounding of a different summation order (lerp vs Σ c·v), pixels in [-1, 1]
@@ -64,3 +66,12 @@ def test_shared_graphs_equal_the_literal_schedule(path, reference_model):
                                  num_classes=10)
     torch.testing.assert_close(fast, literal, rtol=0, atol=TOLERANCE)
     assert not torch.equal(fast, sampler.sample(reference_model, labels, noise, num_classes=10))  # it caches
+
+
+@pytest.mark.parametrize("path", SCHEDULES, ids=[p.stem for p in SCHEDULES])
+def test_every_committed_schedule_has_at_most_six_step_graphs(path):
+    """Six inductor compilations (and CUDA graph sets) before the first image, at most."""
+    schedule = load_schedule(path)
+    plans = plan_run(schedule).plans
+    assert len(plans) <= DEFAULT_MAX_GRAPHS == 6
+    assert len(plans) == distinct_graphs(schedule.mask)  # the runtime plans exactly the rows the search limited

@@ -107,13 +107,14 @@ def _spend_row_wide(mask: np.ndarray, value: np.ndarray, unit: np.ndarray, budge
         rows = _rows(mask)
         patterns = [mask[g[0]] for g in rows.values()]
         costs = [float(unit[p].sum()) for p in patterns]
-        best, move = 0.0, None
+        best = 0.0
+        move: tuple[list[int], int | None, np.ndarray | None, float] | None = None  # steps, site, row, cost
         for k, (pattern, steps_of) in enumerate(zip(patterns, rows.values())):
             gain = value[steps_of].sum(axis=0)
             cost = len(steps_of) * unit
             for i in np.flatnonzero(~pattern):
                 if spent + cost[i] <= budget + 1e-12 and gain[i] / cost[i] > best:
-                    best, move = gain[i] / cost[i], (steps_of, i, None, cost[i])
+                    best, move = gain[i] / cost[i], (steps_of, int(i), None, float(cost[i]))
             for j, other in enumerate(patterns):
                 extra = costs[j] - costs[k]
                 if j == k or spent + extra > budget + 1e-12:
@@ -125,12 +126,12 @@ def _spend_row_wide(mask: np.ndarray, value: np.ndarray, unit: np.ndarray, budge
                         best, move = ratio, ([s], None, other, extra)
         if move is None:
             return mask, spent
-        steps_of, site, row, cost = move
+        chosen, site, row, extra_cost = move
         if row is None:
-            mask[steps_of, site] = True
+            mask[chosen, site] = True
         else:
-            mask[steps_of[0]] = row
-        spent += float(cost)
+            mask[chosen[0]] = row
+        spent += extra_cost
 
 
 def _top_up(mask: np.ndarray, value: np.ndarray, unit: np.ndarray, budget: float, spent: float) -> np.ndarray:
