@@ -35,6 +35,7 @@ from gocopt.search import DEFAULT_MAX_GRAPHS, ScheduleObjective, SearchSet, Spac
 from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.trace.capture import first_call
+from gocopt.work import WorkMeter
 
 logger = logging.getLogger(__name__)
 DEFAULT_TRIALS = 40
@@ -74,17 +75,22 @@ def compile_model(
     search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, spec.num_classes)
     held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, spec.num_classes)
     search_noise = initial_noise(search.seeds, shape, device).to(dtype)
-    if example_inputs is None and getattr(model, "example_inputs", None) is None:
-        example_inputs = sampler_call(model, sampler, spec)
-    compiled = cache_model(model, None, example_inputs)
-    heldout = None if join else HeldOut(  # a joining worker scores nothing: no uncached held-out run
-        compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
-        num_classes=spec.num_classes, evaluator=evaluator)
-    results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
-                             search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
-                             storage=storage, study_name=study_name or _default_study_name(model, sampler),
-                             progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat,
-                             max_graphs=max_graphs)
+    meter = WorkMeter([model], steps=sampler.steps, rows_per_image_step=1 if sampler.guidance == "none" else 2)
+    with meter:
+        with meter.phase("tracing"):  # the example call, and the traced model run on it
+            if example_inputs is None and getattr(model, "example_inputs", None) is None:
+                example_inputs = sampler_call(model, sampler, spec)
+            compiled = cache_model(model, None, example_inputs)
+        meter.watch(compiled)
+        with meter.phase("held-out scoring"):
+            heldout = None if join else HeldOut(  # a joining worker scores nothing: no uncached held-out run
+                compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
+                num_classes=spec.num_classes, evaluator=evaluator)
+        results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
+                                 search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
+                                 storage=storage, study_name=study_name or _default_study_name(model, sampler),
+                                 progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat,
+                                 max_graphs=max_graphs, meter=meter)
     if join:
         return None if isinstance(budget, (int, float)) else []
     return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
@@ -95,7 +101,7 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
                    trials: int, seed: int, storage: Any, study_name: str, progress: bool,
                    example_inputs: Any = None, join: bool = False,
                    heartbeat: int | None = DEFAULT_HEARTBEAT,
-                   max_graphs: int | None = DEFAULT_MAX_GRAPHS) -> list[CachedModel]:
+                   max_graphs: int | None = DEFAULT_MAX_GRAPHS, meter: WorkMeter | None = None) -> list[CachedModel]:
     """Calibrate once on the search inputs, then search, score and stamp one schedule per budget.
 
     ``sampler`` is anything with gocopt's sampler interface (``steps``, ``timesteps``,
@@ -105,17 +111,44 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
     ``join=True`` makes this process a worker of a shared study (``storage``): it runs trials
     until the study holds ``trials`` complete ones and returns nothing; the process started
     without it (the leader) scores the best schedule and is the only one that writes it.
+
+    ``meter`` (watching the models) attributes the model work to calibration, spans, search trials
+    and held-out scoring; every schedule records the whole compile's work (``provenance["work"]``).
     """
+    meter = meter if meter is not None else WorkMeter([compiled, compiled.original], steps=sampler.steps,
+                                                      rows_per_image_step=1 if sampler.guidance == "none" else 2)
+    with meter:
+        results = _search_budgets(compiled, sampler, budgets, labels, noise, seeds, heldout, meter,
+                                  num_classes=num_classes, trials=trials, seed=seed, storage=storage,
+                                  study_name=study_name, progress=progress, example_inputs=example_inputs, join=join,
+                                  heartbeat=heartbeat, max_graphs=max_graphs)
+    work = {**meter.summary(), "budgets": list(budgets)}
+    for result in results:
+        schedule = result.schedule
+        assert schedule is not None, "every result has its schedule"
+        result.set_schedule(schedule.replace(provenance={**schedule.provenance, "work": work}), log=False)
+    if results:
+        _log_work(work)
+    return results
+
+
+def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
+                    noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, meter: WorkMeter, *,
+                    num_classes: int | None, trials: int, seed: int, storage: Any, study_name: str, progress: bool,
+                    example_inputs: Any, join: bool, heartbeat: int | None,
+                    max_graphs: int | None) -> list[CachedModel]:
     model = compiled.original
     fingerprint = model_fingerprint(model, compiled.sites)
     identity = {k: fingerprint.get(k) for k in ("class", "parameters_sha256", "weights_sha256", "config")}
-    calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
+    with meter.phase("calibration"):
+        calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
     span_seeds = slice(0, SPAN_SEEDS)
-    edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds], calibration.samples[span_seeds],
-                          max_gap=max_gap_for(budgets, sampler.steps), gram=calibration.gram,
-                          num_classes=num_classes, progress=progress)
+    with meter.phase("spans"):
+        edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds],
+                              calibration.samples[span_seeds], max_gap=max_gap_for(budgets, sampler.steps),
+                              gram=calibration.gram, num_classes=num_classes, progress=progress)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
                        tuple(inflections), calibration.gram, edges, max_graphs)
@@ -127,18 +160,20 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
         metadata = {"model": identity, "sampler": sampler.describe(), "budget": b, "budgets": list(budgets),
                     "max_graphs": max_graphs,
                     "search_seeds": [int(seeds[0]), int(seeds[-1]), len(seeds)]}
-        found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
-                           metadata=metadata, heartbeat=heartbeat, worker=os.getpid() % 10_000 + 1 if join else 0,
-                           group=study_name)
+        with meter.phase("search trials"):
+            found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name,
+                               progress=progress, metadata=metadata, heartbeat=heartbeat,
+                               worker=os.getpid() % 10_000 + 1 if join else 0, group=study_name)
         if join:
             logger.info("joined study %r: it holds %d complete trials; its leader scores and writes the schedule",
                         name, found.trials)
             continue
         assert heldout is not None, "only a joining worker searches without held-out inputs"
         schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
-        quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
-                                                                  "samples": len(seeds)},
-                   "baselines": _baselines(heldout, compiled, sampler, b)}
+        with meter.phase("held-out scoring"):
+            quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
+                                                                      "samples": len(seeds)},
+                       "baselines": _baselines(heldout, compiled, sampler, b)}
         provenance = {
             "inflection_points": inflections,
             "calibration": calibration.summary(),
@@ -210,6 +245,12 @@ def _baselines(heldout: HeldOut, compiled: CachedModel, sampler: Sampler, budget
     l2c = Schedule(l2c_mask(steps, compiled.sites["block"].to_numpy(), compiled.site_flops, budget), ids,
                    timesteps, GOCConfig(), "l2c")
     return {"fora_goc_paper": heldout.score(fora), "l2c": heldout.score(l2c)}
+
+
+def _log_work(work: dict) -> None:
+    phases = ", ".join(f"{name} {w['sample_equivalents']:.0f}" for name, w in work["phases"].items())
+    logger.info("the compile did the model work of %.0f uncached samples (%s) in %.0f s",
+                work["total"]["sample_equivalents"], phases, work["total"]["seconds"])
 
 
 def _log_summary(compiled: CachedModel, quality: dict) -> None:

@@ -47,6 +47,16 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     return "\n".join(lines) + "\n"
 
 
+def _work_line(work: dict | None) -> str:
+    if not work:
+        return ""
+    phases = ", ".join(f"{name} {w['sample_equivalents']:.0f}" for name, w in work["phases"].items())
+    budgets = ", ".join(f"{b:g}" for b in work.get("budgets", []))
+    seconds = f", {work['total']['seconds']:.0f} s" if "seconds" in work["total"] else ""
+    return (f"- compile cost: the model work of {work['total']['sample_equivalents']:.0f} uncached samples of "
+            f"{work['steps']} steps ({phases}){seconds}, for budgets {budgets}\n")
+
+
 def compile_report(schedule, path_stem: str) -> str:
     """A person's summary of a compiled schedule: quality on held-out seeds next to the
     baselines at the same budget, search and calibration facts, reuse per step."""
@@ -74,6 +84,7 @@ def compile_report(schedule, path_stem: str) -> str:
         f"{search.get('best_value', float('nan')):.2f} dB; best parameters `{search.get('best_params')}`\n"
         f"- predictor: {schedule.predictor!r}; {len(plan_run(schedule).plans)} step graphs (compilations under "
         "torch.compile)\n"
+        f"{_work_line(schedule.provenance.get('work'))}"
         f"- inflection points (steps where features turn back): {schedule.provenance.get('inflection_points')}\n"
         f"- reused fraction per step: {reuse}\n"
     )

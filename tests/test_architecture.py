@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gocopt"
 LAYERS = [  # bottom to top; a unit may import units of lower layers only
-    {"errors", "atomic", "timing"},
+    {"errors", "atomic", "timing", "work"},
     {"data", "models", "sampling", "schedule"},  # schedule: pure data (mask, GOC, step plans, file)
     {"metrics", "trace"},
     {"passes"},

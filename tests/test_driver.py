@@ -34,4 +34,35 @@ def test_compile_is_deterministic_for_a_seed(tiny_model, tmp_path, monkeypatch):
 def test_multi_budget_compile_gives_one_model_per_budget(tiny_model):
     results = _compile_tiny(tiny_model, budget=[0.3, 0.6], trials=4)
     assert [r.schedule.budget for r in results] == [0.3, 0.6]
+    work = [r.schedule.provenance["work"] for r in results]  # one compile, one record of what it spent
+    assert work[0] == work[1] and work[0]["budgets"] == [0.3, 0.6] and work[0]["total"]["sample_equivalents"] > 0
     assert all(r.schedule.cost(r.site_flops) <= r.schedule.budget for r in results)
+
+
+class _CountingDDIM(DDIMSampler):
+    """DDIM that counts, where it calls the model, the images each evaluation denoises."""
+
+    image_steps = 0
+
+    def _guided_eps(self, model, x, t, labels, null):
+        type(self).image_steps += x.shape[0]
+        return super()._guided_eps(model, x, t, labels, null)
+
+
+def test_the_recorded_cost_is_the_model_work_actually_done(tiny_model, tmp_path):
+    """Every model call a compile makes — held-out, calibration, spans, trials, scoring; uncached,
+    traced or step graph — is counted where the sampler makes it; the schedule's record equals that
+    count, plus the tracing phase (the traced model run on its example batch)."""
+    _CountingDDIM.image_steps = 0
+    compiled = gocopt.compile(tiny_model, 0.4, sampler=_CountingDDIM(steps=8, guidance_scale=4.0), trials=3,
+                              search_samples=8, heldout_samples=8, progress=False)
+    work = compiled.schedule.provenance["work"]
+    tracing = work["phases"]["tracing"]
+    assert work["total"]["image_steps"] - tracing["image_steps"] == _CountingDDIM.image_steps
+    assert tracing["model_calls"] <= 2 and tracing["image_steps"] <= 4  # the example batch, once or twice
+    assert work["total"]["sample_equivalents"] == work["total"]["image_steps"] / 8
+    assert set(work["phases"]) == {"tracing", "held-out scoring", "calibration", "spans", "search trials"}
+    assert work["phases"]["held-out scoring"]["image_steps"] == 8 * 8 * (1 + 3)  # uncached, then 3 schedules
+    assert sum(p["model_calls"] for p in work["phases"].values()) == work["total"]["model_calls"]
+    compiled.save(tmp_path / "s.json")
+    assert gocopt.load(tiny_model, tmp_path / "s.json").schedule.provenance["work"]["total"] == work["total"]

@@ -215,10 +215,20 @@ def test_set_schedule_during_a_run_is_refused(loaded):
     loaded.reset()
     with torch.no_grad():
         loaded(x, torch.full((2,), SAMPLER.timesteps[0]), y)
-    with pytest.raises(ScheduleError, match="in progress.*between runs"):
+    with pytest.raises(ScheduleError, match="in progress.*between runs.*reset"):
         loaded.set_schedule(None)
     loaded.reset()
     loaded.set_schedule(None)
+
+
+def test_reading_the_state_first_does_not_skip_the_timestep_check(loaded):
+    """A run whose state was looked at before its first call is still checked against the schedule."""
+    x, y = initial_noise(range(1), (1, 8, 8)).repeat(2, 1, 1, 1), torch.tensor([3, 10])
+    wrong = [t + 1 for t in SAMPLER.timesteps]  # another spacing than the schedule's
+    with sampling_run(wrong):
+        assert loaded.runtime.state.step == 0
+        with pytest.raises(ScheduleError, match="expects timestep"), torch.no_grad():
+            loaded(x, torch.full((2,), wrong[0]), y)
 
 
 def test_cuda_graph_mode_refuses_a_second_concurrent_run(tiny_model):

@@ -38,6 +38,7 @@ from gocopt.schedule.io import load_schedule
 from gocopt.search import DEFAULT_MAX_GRAPHS, check_budget
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.trace.capture import first_call
+from gocopt.work import WorkMeter
 
 logger = logging.getLogger(__name__)
 _HOOK_ATTR = "_gocopt_set_timesteps"
@@ -185,19 +186,26 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
     remove(pipe)
     sampler = PipelineSampler(pipe, inputs, steps, call_kwargs)
     transformer = _original_transformer(pipe)
-    example = capture_call(pipe, sampler, SEARCH_SEED_BASE + seed)
-    compiled = cache_model(transformer, None, example)
-    search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, len(inputs))
-    held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, len(inputs))
-    with torch.no_grad():  # one all-compute run through the compiled model records the transformer's timesteps
-        compiled.reset()
-        sampler.sample(compiled, search.labels[:1], torch.tensor(search.seeds[:1]))
-    heldout = HeldOut(compiled, sampler, held.labels, torch.tensor(held.seeds), num_classes=None)
-    name = study_name or f"gocopt-{type(pipe).__name__}-{type(pipe.scheduler).__name__}{steps}"
-    results = search_budgets(compiled, sampler, budgets, search.labels, torch.tensor(search.seeds), search.seeds,
-                             heldout, num_classes=None,
-                             trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
-                             example_inputs=example, join=join, heartbeat=heartbeat, max_graphs=max_graphs)
+    meter = WorkMeter([transformer], steps=steps, rows_per_image_step=2)  # CFG; checked on the recording run
+    with meter:
+        with meter.phase("tracing"):
+            example = capture_call(pipe, sampler, SEARCH_SEED_BASE + seed)
+            compiled = cache_model(transformer, None, example)
+            meter.watch(compiled)
+            search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, len(inputs))
+            held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, len(inputs))
+            with torch.no_grad(), meter.phase("recording"):  # an all-compute run records the transformer's timesteps
+                compiled.reset()
+                sampler.sample(compiled, search.labels[:1], torch.tensor(search.seeds[:1]))
+            meter.rows_per_image_step = max(1, round(meter.phases["recording"].rows / steps))  # 1 image: rows per step
+        with meter.phase("held-out scoring"):
+            heldout = HeldOut(compiled, sampler, held.labels, torch.tensor(held.seeds), num_classes=None)
+        name = study_name or f"gocopt-{type(pipe).__name__}-{type(pipe.scheduler).__name__}{steps}"
+        results = search_budgets(compiled, sampler, budgets, search.labels, torch.tensor(search.seeds), search.seeds,
+                                 heldout, num_classes=None,
+                                 trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
+                                 example_inputs=example, join=join, heartbeat=heartbeat, max_graphs=max_graphs,
+                                 meter=meter)
     if join:
         return None
     install(pipe, results[0])

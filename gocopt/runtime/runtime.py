@@ -116,7 +116,8 @@ class CacheRuntime:
         if busy:
             raise ScheduleError(f"set_schedule while {busy} sampling run(s) are in progress on this model: their kept "
                                 "values belong to the current schedule; switch schedules between runs, or load "
-                                "another model for the new schedule")
+                                "another model for the new schedule (a run you abandoned without announcing it: "
+                                "reset() first)")
         self._schedule = schedule
         self._expected = {}
         self._replan()
@@ -235,11 +236,9 @@ class CacheRuntime:
         run, context = self._current_run(), self.context_name
         with self._lock:
             if run is not None:
-                states = self._states_of(run)
-                state = states.get(context)
-                if state is None:
+                state = self._states_of(run).setdefault(context, RunState())
+                if state.step == 0:  # once per run and context, on the host
                     self._check_announced(schedule, run)
-                    state = states[context] = RunState()
                 elif state.step >= schedule.steps:
                     raise ScheduleError(
                         f"sampling run has more steps than the schedule: it was made for {schedule.steps} steps, and "

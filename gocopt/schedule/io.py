@@ -10,8 +10,9 @@ Format history: version 1 stored GOC's parameters (``goc``); version 2 stores an
 (``predictor``: ``goc``, ``taylor`` or ``fitted`` with its coefficients) and the inflection points
 at the top level. Version-1 files still load, as GOC schedules.
 
-``created`` is the one field that changes between two runs with the same inputs; set
-``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) to pin it.
+``created`` and the compile's wall-clock seconds (``work``) are the fields that change between two
+runs with the same inputs; set ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) to pin
+the first and leave the seconds out (the model work itself is deterministic and stays).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from gocopt.schedule.schedule import Schedule
 FORMAT = "gocopt-schedule"
 FORMAT_VERSION = 2
 MASK_LEGEND = "one string per sampling step, one character per site (model.sites order): 1 = compute, 0 = reuse"
-_PROVENANCE_SECTIONS = ("calibration", "quality", "search")
+_PROVENANCE_SECTIONS = ("calibration", "quality", "search", "work")
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +76,15 @@ def to_document(schedule: Schedule) -> dict[str, Any]:
     for section in _PROVENANCE_SECTIONS:
         if section in schedule.provenance:
             document[section] = schedule.provenance[section]
+    if "work" in document and os.environ.get("SOURCE_DATE_EPOCH"):  # reproducible files: no wall-clock seconds
+        document["work"] = _without_seconds(document["work"])
     return document
+
+
+def _without_seconds(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_seconds(v) for k, v in value.items() if k != "seconds"}
+    return value
 
 
 def save_schedule(schedule: Schedule, path: str | Path) -> Path:
