@@ -121,8 +121,10 @@ def test_quick_gpu_speed_times_every_row_within_its_budget(tmp_path):
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     kinds = {(r["method"], r["execution"], r["budget"]) for r in rows}
     expected = {("uncached", "eager", 1.0), ("uncached", "compiled", 1.0)}
-    expected |= {("gocopt", execution, b) for execution in ("eager", "compiled") for b in BUDGETS}
+    expected |= {("gocopt interval", execution, b) for execution in ("eager", "compiled") for b in BUDGETS}
+    expected |= {("gocopt fitted", execution, b) for execution in ("eager", "compiled") for b in BUDGETS if b < 1}
     assert kinds == expected
+    assert all(r["graphs"] <= 6 for r in rows)
     for r in rows:
         assert r["cost"] <= r["budget"] + 1e-9 and r["best_s"] > 0 and r["best_s"] <= r["median_s"]
         assert r["speedup_vs_uncached_eager"] > 0 and r["speedup_vs_uncached_compiled"] > 0
