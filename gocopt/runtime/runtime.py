@@ -232,8 +232,8 @@ class CacheRuntime:
             call = Call(RunState(), 0, 0)
             self._local.call = call
             return call
-        self._check_guidance(schedule)
         run, context = self._current_run(), self.context_name
+        self._check_guidance(schedule, context)
         with self._lock:
             if run is not None:
                 state = self._states_of(run).setdefault(context, RunState())
@@ -366,8 +366,7 @@ class CacheRuntime:
             "steps, or call reset() after an interrupted run"
         )
 
-    def _check_guidance(self, schedule: Schedule) -> None:
-        context = self.context_name
+    def _check_guidance(self, schedule: Schedule, context: str) -> None:
         separate = context != DEFAULT_CONTEXT
         if schedule.guidance == "separate" and not separate:
             raise ScheduleError(
