@@ -167,3 +167,13 @@ def test_reused_sites_really_skip_their_flops(reference_model):
     compiled.set_schedule(schedule)
     assert schedule.cost(compiled.site_flops) == 0.5
     assert count_flops(sample, compiled, sampler, 4) <= 0.52 * uncached
+
+
+def test_a_refused_host_timestep_leaves_the_run_free_for_the_right_call():
+    """A Python-number timestep is checked on the host before the call runs; after the refusal the
+    same step can be called with the right timestep (not refused as a concurrent call)."""
+    runtime = CacheRuntime(["s"], Schedule(np.ones((2, 1), bool), ("s",), (10, 5)))
+    with pytest.raises(ScheduleError, match="expects timestep 10 but the model got 7"):
+        runtime.begin_call(7)
+    runtime.end_call(runtime.begin_call(10), None)
+    assert runtime.state.step == 1

@@ -264,7 +264,11 @@ class CacheRuntime:
                                     f"{SHARING_FIX}")
             state.busy = True
         if run is None:
-            self._check_timestep(schedule, state, timestep)
+            try:
+                self._check_timestep(schedule, state, timestep)
+            except BaseException:
+                state.busy = False  # refused before it started: the run is free for a corrected call
+                raise
         step = state.step
         plan = self._plan.at(step)
         state.computed += plan.computed
