@@ -197,8 +197,7 @@ class CachedModel(nn.Module):
 
     @torch.compiler.disable
     def _whole_inputs(self, call: Call, bound: dict[str, Any]) -> tuple[list, tuple, torch.Tensor | None, Program]:
-        kept = call.state.kept.get("", ())
-        coefficients = self.runtime.coefficients.get("", call.step, kept[0] if kept else None)
+        kept, coefficients = self.runtime.graph_inputs(call, "")
         return [bound[name] for name in self._tensor_args], kept, coefficients, self._programs[call.plan]
 
     @torch.compiler.disable

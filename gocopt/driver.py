@@ -75,7 +75,7 @@ def compile_model(
     search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, spec.num_classes)
     held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, spec.num_classes)
     search_noise = initial_noise(search.seeds, shape, device).to(dtype)
-    meter = WorkMeter([model], steps=sampler.steps, rows_per_image_step=1 if sampler.guidance == "none" else 2)
+    meter = work_meter([model], sampler)
     with meter:
         with meter.phase("tracing"):  # the example call, and the traced model run on it
             if example_inputs is None and getattr(model, "example_inputs", None) is None:
@@ -115,8 +115,7 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
     ``meter`` (watching the models) attributes the model work to calibration, spans, search trials
     and held-out scoring; every schedule records the whole compile's work (``provenance["work"]``).
     """
-    meter = meter if meter is not None else WorkMeter([compiled, compiled.original], steps=sampler.steps,
-                                                      rows_per_image_step=1 if sampler.guidance == "none" else 2)
+    meter = meter if meter is not None else work_meter([compiled, compiled.original], sampler)
     with meter:
         results = _search_budgets(compiled, sampler, budgets, labels, noise, seeds, heldout, meter,
                                   num_classes=num_classes, trials=trials, seed=seed, storage=storage,
@@ -245,6 +244,12 @@ def _baselines(heldout: HeldOut, compiled: CachedModel, sampler: Sampler, budget
     l2c = Schedule(l2c_mask(steps, compiled.sites["block"].to_numpy(), compiled.site_flops, budget), ids,
                    timesteps, GOCConfig(), "l2c")
     return {"fora_goc_paper": heldout.score(fora), "l2c": heldout.score(l2c)}
+
+
+def work_meter(models: Sequence[nn.Module], sampler: Sampler) -> WorkMeter:
+    """A meter counting ``models``' calls in uncached samples of ``sampler`` (two batch rows per image
+    and step with guidance, batched or in separate calls; one without)."""
+    return WorkMeter(models, steps=sampler.steps, rows_per_image_step=1 if sampler.guidance == "none" else 2)
 
 
 def _log_work(work: dict) -> None:

@@ -30,10 +30,6 @@ class CoefficientTables:
                       for key, sites in graph_sites.items()}
         self._tables: dict[tuple[str, torch.device, torch.dtype], Table] = {}
 
-    @property
-    def empty(self) -> bool:
-        return not any(any(rows) for rows in self._rows.values())
-
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         """Make the tensors for ``device`` and ``dtype`` now (when the schedule is set)."""
         for key in self._rows:

@@ -85,8 +85,7 @@ class TracedBlock(_Delegating):
         bound = self._binder.bind(args, kwargs)
         check_constants(self.path, bound, self._constants)
         inputs = [bound[name] for name in self._tensor_args]
-        kept = call.state.kept.get(self.path, ())
-        coefficients = self.runtime.coefficients.get(self.path, call.step, kept[0] if kept else None)
+        kept, coefficients = self.runtime.graph_inputs(call, self.path)
         return inputs, kept, coefficients, self.programs[call.plan]
 
     @torch.compiler.disable

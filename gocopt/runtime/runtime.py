@@ -221,6 +221,12 @@ class CacheRuntime:
 
     # -- one model call -------------------------------------------------------------------------
 
+    def graph_inputs(self, call: Call, key: str) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
+        """What graph ``key`` (``""``: the whole model, else a block's path) takes besides the call's
+        own inputs: its kept slots, and this step's coefficients on their device and dtype."""
+        kept = call.state.kept.get(key, ())
+        return kept, self.coefficients.get(key, call.step, kept[0] if kept else None)
+
     def begin_call(self, timestep: Any = None) -> Call:
         """Before every model call: which run and step this is, and its plan.
 

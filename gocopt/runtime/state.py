@@ -57,7 +57,7 @@ class RunState:
         return RunStats(self.step, self.computed, self.reused, self.corrected)
 
     def memory_bytes(self) -> int:
-        """Bytes of the distinct tensors this run keeps (slots filled by one value count once)."""
+        """Bytes of the distinct tensors this run keeps (a value held in two slots counts once)."""
         distinct = {id(t): t for values in self.kept.values() for t in values}
         return sum(t.numel() * t.element_size() for t in distinct.values())
 

@@ -161,11 +161,6 @@ class RunPlan:
         row = self.coefficients[step]
         return tuple(c for i in (range(len(row)) if sites is None else sites) for c in row[i])
 
-    @cached_property
-    def distinct_rows(self) -> int:
-        """Distinct compute patterns: the floor on graphs for this mask."""
-        return len({p.computes for p in self.plans})
-
 
 def plan_run(schedule: Schedule, *, observe: bool = False) -> RunPlan:
     """Turn ``schedule`` (its mask and its predictor) into step shapes and coefficients."""
