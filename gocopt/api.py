@@ -16,9 +16,10 @@ from typing import Any
 
 from torch import nn
 
-from gocopt.driver import DEFAULT_TRIALS, compile_model, load_model
+from gocopt.driver import compile_model, load_model
 from gocopt.integrations.diffusers import compile_pipeline, is_pipeline, load_pipeline
 from gocopt.metrics.quality import QualityEvaluator
+from gocopt.search.effort import Effort
 from gocopt.search.graphs import DEFAULT_MAX_GRAPHS
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 
@@ -29,9 +30,11 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     *,
     steps: int = 20,
     sampler: Any = None,
-    trials: int = DEFAULT_TRIALS,
-    search_samples: int = 64,
-    heldout_samples: int = 256,
+    trials: int | None = None,
+    search_samples: int | None = None,
+    heldout_samples: int | None = None,
+    max_samples: float | None = None,
+    effort: Effort | None = None,
     seed: int = 0,
     storage: Any = None,
     study_name: str | None = None,
@@ -61,13 +64,21 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     storage (URL or object) to share or resume the study; ``study_name`` names it there. ``join=True``
     makes this process one more worker of that shared study: it runs trials and returns ``None``
     (``[]`` for several budgets); the process without it scores and returns the result.
+    What a compile spends is planned before it starts, in uncached-sample equivalents (the model
+    work of sampling one image uncached, :mod:`gocopt.search.effort`): ``max_samples`` caps it
+    (default: 100 for one budget, 50 more per extra budget, held-out scoring included) and the
+    search runs as many trials as the rest pays for; a cap too small for calibration, the span
+    table and the held-out check is refused with the least that works. ``effort`` sets the samples
+    of each phase (``Effort.full()``: the far costlier settings of gocopt 0.1); ``trials``,
+    ``search_samples`` (the calibration run, also the search's inputs) and ``heldout_samples``
+    replace its fields. The schedule records what was planned and what was spent.
     ``heartbeat``: seconds between a running trial's heartbeats in a database storage (a worker
     silent for three is taken for dead and its trial re-run). ``max_graphs``: at most this many
     distinct step graphs per schedule (each is one ``torch.compile`` compilation and, with CUDA
     graphs, one captured set; ``None``: no limit).
     The result's ``.schedule`` records the model fingerprint, the sampler, calibration and search
-    summaries and the quality measured on ``heldout_samples`` seeds the search never saw, next to
-    the FORA+GOC (paper settings) and L2C-like baselines at the same budget.
+    summaries and the quality measured on ``heldout_samples`` seeds the search never saw (next to
+    the FORA+GOC (paper settings) and L2C-like baselines at the same budget with ``Effort(baselines=True)``).
 
     ``model`` may also be a diffusers pipeline (DiT, PixArt, SD3, Flux, …): its scheduler at
     ``steps`` defines the steps, ``inputs`` are the calibration inputs (one dict of pipeline
@@ -77,11 +88,13 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     """
     if is_pipeline(model):
         return compile_pipeline(model, budget, inputs=inputs or [], steps=steps, call_kwargs=call_kwargs, trials=trials,
-                                search_samples=search_samples, heldout_samples=heldout_samples, seed=seed,
+                                search_samples=search_samples, heldout_samples=heldout_samples,
+                                max_samples=max_samples, effort=effort, seed=seed,
                                 storage=storage, study_name=study_name, progress=progress, join=join,
                                 heartbeat=heartbeat, max_graphs=max_graphs)
     return compile_model(model, budget, steps=steps, sampler=sampler, trials=trials, search_samples=search_samples,
-                         heldout_samples=heldout_samples, seed=seed, storage=storage, study_name=study_name,
+                         heldout_samples=heldout_samples, max_samples=max_samples, effort=effort, seed=seed,
+                         storage=storage, study_name=study_name,
                          example_inputs=example_inputs, progress=progress, num_classes=num_classes,
                          latent_shape=latent_shape, evaluator=evaluator, join=join, heartbeat=heartbeat,
                          max_graphs=max_graphs)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -156,19 +157,24 @@ def cmd_compile(args) -> int:
     from gocopt.metrics.quality import QualityEvaluator
     from gocopt.plots import save_schedule_heatmap
     from gocopt.report import compile_report
+    from gocopt.search.effort import Effort
 
     device = _device(args.device)
     model = _model(args.model, device)
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [args.budget]
     sampler = _sampler(args)
     evaluator = QualityEvaluator(device=device) if args.model == "reference" else None  # digits: FD too
+    effort = Effort.full() if args.effort == "full" else Effort()
+    if args.baselines:
+        effort = dataclasses.replace(effort, baselines=True)
     compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
-                              heldout_samples=args.heldout_samples, seed=args.seed, storage=args.storage,
+                              heldout_samples=args.heldout_samples, max_samples=args.max_samples, effort=effort,
+                              seed=args.seed, storage=args.storage,
                               study_name=args.study_name, evaluator=evaluator, join=args.workers_join,
                               heartbeat=args.heartbeat, max_graphs=args.max_graphs)
     if args.workers_join:
-        print(f"worker done: the studies of budgets {', '.join(f'{b:g}' for b in budgets)} hold {args.trials} complete "
-              "trials each; the leader (the same command without --workers-join) writes the schedules")
+        print(f"worker done: the studies of budgets {', '.join(f'{b:g}' for b in budgets)} hold their planned "
+              "trials; the leader (the same command without --workers-join) writes the schedules")
         return 0
     for budget, result in zip(budgets, compiled):
         out = Path((args.out or "schedules/{model}_ddim{steps}_b{budget}.json").format(
@@ -258,9 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(p)
     p.add_argument("--budget", type=float, default=0.5, help="fraction of site FLOPs to compute, in (0, 1]")
     p.add_argument("--budgets", default=None, help="comma-separated budgets: one schedule each (e.g. 0.25,0.5,0.75)")
-    p.add_argument("--trials", type=int, default=40, help="Optuna trials per budget")
-    p.add_argument("--search-samples", type=int, default=64, help="samples each trial is scored on")
-    p.add_argument("--heldout-samples", type=int, default=256, help="held-out samples the result is scored on")
+    p.add_argument("--max-samples", type=float, default=None,
+                   help="cap on the compile's model work in uncached-sample equivalents, held-out scoring included "
+                        "(default 100 for one budget, +50 per extra budget); the search runs the trials it pays for")
+    p.add_argument("--trials", type=int, default=None, help="Optuna trials per budget (default: what the cap pays for)")
+    p.add_argument("--search-samples", type=int, default=None,
+                   help="calibration samples, also the search's inputs (default 8; trials are screened on 1 and the "
+                        "best 3 re-scored on all)")
+    p.add_argument("--heldout-samples", type=int, default=None,
+                   help="held-out samples the result is scored on (default 16, with its standard error)")
+    p.add_argument("--effort", choices=("default", "full"), default="default",
+                   help="full: gocopt 0.1's settings (40 trials × 64 samples, spans end to end, 256 held-out samples "
+                        "and both baselines; ~4,000 sample equivalents per budget at DDIM-20)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also score FORA + GOC (paper) and the L2C-like schedule on the held-out samples")
     p.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///study.db, postgresql://...) to "
                                                    "share or resume the study")
     p.add_argument("--study-name", default=None)
@@ -308,7 +325,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); "
                              "use --device cpu, or install a CUDA build of torch (README, GPU)")
     for name, least in (("steps", 2), ("n", 1), ("batch_size", 1), ("trials", 1), ("search_samples", 1),
-                        ("heldout_samples", 1), ("heartbeat", 1), ("max_graphs", 2)):
+                        ("heldout_samples", 1), ("heartbeat", 1), ("max_graphs", 2), ("max_samples", 1)):
         value = getattr(args, name, None)
         if value is not None and value < least:
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be at least {least}")

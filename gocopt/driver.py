@@ -7,7 +7,9 @@ and on a diffusers pipeline (:mod:`gocopt.integrations.diffusers`), and both loa
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,14 +33,24 @@ from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.io import load_schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
 from gocopt.schedule.schedule import Schedule
-from gocopt.search import DEFAULT_MAX_GRAPHS, ScheduleObjective, SearchSet, SpaceContext, check_budget, run_search
-from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans
+from gocopt.search import (
+    DEFAULT_MAX_GRAPHS,
+    Candidate,
+    ScheduleObjective,
+    SearchSet,
+    SpaceContext,
+    check_budget,
+    run_search,
+)
+from gocopt.search.effort import MIN_TRIALS, Effort, WorkPlan, default_max_samples, plan_work
+from gocopt.search.spans import max_gap_for, measure_spans, restartable
 from gocopt.search.storage import DEFAULT_HEARTBEAT
+from gocopt.search.study import SEED_CANDIDATES
+from gocopt.search.surrogate import fit_step_weights, rank_candidates
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
 
 logger = logging.getLogger(__name__)
-DEFAULT_TRIALS = 40
 SEARCH_SEED_BASE, HELDOUT_SEED_BASE = 10_000, 20_000  # seed sets: search and held-out never overlap
 
 
@@ -48,9 +60,11 @@ def compile_model(
     *,
     steps: int = 20,
     sampler: Sampler | None = None,  # narrowed to a Sampler in the first lines
-    trials: int = DEFAULT_TRIALS,
-    search_samples: int = 64,
-    heldout_samples: int = 256,
+    trials: int | None = None,
+    search_samples: int | None = None,
+    heldout_samples: int | None = None,
+    max_samples: float | None = None,
+    effort: Effort | None = None,
     seed: int = 0,
     storage: Any = None,
     study_name: str | None = None,
@@ -69,11 +83,14 @@ def compile_model(
     sampler = sampler if sampler is not None else default_sampler(steps)
     for b in budgets:
         check_budget(b, sampler.steps)  # refuse before any work
+    plan = plan_compile(effort, sampler, budgets, spec.num_classes, trials=trials, search_samples=search_samples,
+                        heldout_samples=heldout_samples, max_samples=max_samples)  # refuse an impossible cap too
+    effort = plan.effort
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
     shape = spec.latent_shape
-    search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, spec.num_classes)
-    held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, spec.num_classes)
+    search = SampleSet.make(effort.search_samples, SEARCH_SEED_BASE + seed, spec.num_classes)
+    held = SampleSet.make(effort.heldout_samples, HELDOUT_SEED_BASE + seed, spec.num_classes)
     search_noise = initial_noise(search.seeds, shape, device).to(dtype)
     meter = work_meter([model], sampler)
     with meter:
@@ -87,7 +104,7 @@ def compile_model(
                 compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
                 num_classes=spec.num_classes, evaluator=evaluator)
         results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
-                                 search.seeds, heldout, num_classes=spec.num_classes, trials=trials, seed=seed,
+                                 search.seeds, heldout, num_classes=spec.num_classes, plan=plan, seed=seed,
                                  storage=storage, study_name=study_name or _default_study_name(model, sampler),
                                  progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat,
                                  max_graphs=max_graphs, meter=meter)
@@ -96,9 +113,35 @@ def compile_model(
     return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
 
 
+def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[float], num_classes: int | None, *,
+                 trials: int | None = None, search_samples: int | None = None, heldout_samples: int | None = None,
+                 max_samples: float | None = None) -> WorkPlan:
+    """The compile's work, phase by phase, before any of it is done: ``effort`` (the defaults when
+    None) with the explicit arguments in place of its fields, sized to ``max_samples``. With
+    neither a cap nor a number of trials, the cap is :func:`default_max_samples`, raised (with a
+    warning) to the least that works where this sampler's spans cost more (one that cannot restart
+    a run midway runs every span whole); a cap the caller gives is never raised."""
+    effort = (effort or Effort()).with_overrides(trials=trials, search_samples=search_samples,
+                                                 heldout_samples=heldout_samples)
+    shape: dict[str, Any] = {"steps": sampler.steps, "budgets": len(budgets),
+                             "max_gap": max_gap_for(budgets, sampler.steps),
+                             "restartable": restartable(sampler, num_classes) is not None}
+    if max_samples is None and effort.trials is None:
+        least = plan_work(effort.with_overrides(trials=MIN_TRIALS), **shape, max_samples=None).total
+        max_samples = default_max_samples(len(budgets))
+        if least > max_samples + 1e-9:
+            logger.warning("the default cap of %g uncached-sample equivalents cannot pay for this compile (%s spans "
+                           "run whole); it spends the least that works, %.0f; pass max_samples= to set the cap",
+                           max_samples, sampler.describe().get("name", type(sampler).__name__), least)
+            max_samples = math.ceil(least)
+    plan = plan_work(effort, **shape, max_samples=max_samples)
+    logger.info("compile plan: %s", plan.describe())
+    return plan
+
+
 def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
                    noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, *, num_classes: int | None,
-                   trials: int, seed: int, storage: Any, study_name: str, progress: bool,
+                   plan: WorkPlan, seed: int, storage: Any, study_name: str, progress: bool,
                    example_inputs: Any = None, join: bool = False,
                    heartbeat: int | None = DEFAULT_HEARTBEAT,
                    max_graphs: int | None = DEFAULT_MAX_GRAPHS, meter: WorkMeter | None = None) -> list[CachedModel]:
@@ -112,16 +155,19 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
     until the study holds ``trials`` complete ones and returns nothing; the process started
     without it (the leader) scores the best schedule and is the only one that writes it.
 
-    ``meter`` (watching the models) attributes the model work to calibration, spans, search trials
-    and held-out scoring; every schedule records the whole compile's work (``provenance["work"]``).
+    ``plan`` (:func:`plan_compile`) says how many samples each phase uses and how many trials each
+    budget's study runs. ``meter`` (watching the models) attributes the model work to calibration,
+    spans, search trials and held-out scoring; every schedule records the whole compile's work
+    (``provenance["work"]``), next to what was planned.
     """
     meter = meter if meter is not None else work_meter([compiled, compiled.original], sampler)
     with meter:
         results = _search_budgets(compiled, sampler, budgets, labels, noise, seeds, heldout, meter,
-                                  num_classes=num_classes, trials=trials, seed=seed, storage=storage,
+                                  num_classes=num_classes, plan=plan, seed=seed, storage=storage,
                                   study_name=study_name, progress=progress, example_inputs=example_inputs, join=join,
                                   heartbeat=heartbeat, max_graphs=max_graphs)
-    work = {**meter.summary(), "budgets": list(budgets)}
+    work = {**meter.summary(), "budgets": list(budgets), "max_samples": plan.max_samples,
+            "planned": {name: round(value, 3) for name, value in plan.phases.items()}}
     for result in results:
         schedule = result.schedule
         assert schedule is not None, "every result has its schedule"
@@ -133,9 +179,10 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
 
 def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
                     noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, meter: WorkMeter, *,
-                    num_classes: int | None, trials: int, seed: int, storage: Any, study_name: str, progress: bool,
+                    num_classes: int | None, plan: WorkPlan, seed: int, storage: Any, study_name: str, progress: bool,
                     example_inputs: Any, join: bool, heartbeat: int | None,
                     max_graphs: int | None) -> list[CachedModel]:
+    effort = plan.effort
     model = compiled.original
     fingerprint = model_fingerprint(model, compiled.sites)
     identity = {k: fingerprint.get(k) for k in ("class", "parameters_sha256", "weights_sha256", "config")}
@@ -143,26 +190,31 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
         calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
-    span_seeds = slice(0, SPAN_SEEDS)
+    span_seeds = slice(0, effort.span_seeds)
     with meter.phase("spans"):
         edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds],
                               calibration.samples[span_seeds], max_gap=max_gap_for(budgets, sampler.steps),
-                              gram=calibration.gram, num_classes=num_classes, progress=progress)
+                              gram=calibration.gram, num_classes=num_classes, progress=progress,
+                              method=effort.span_method)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
                        tuple(inflections), calibration.gram, edges, max_graphs)
     search_set = SearchSet(labels, noise, calibration.samples)
+    weights = fit_step_weights(edges, calibration.gram, len(flops)) if (
+        effort.surrogate_trials and calibration.gram is not None) else None
     results = []
     for b in budgets:
         objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes)
         name = f"{study_name}-b{b:g}"
         metadata = {"model": identity, "sampler": sampler.describe(), "budget": b, "budgets": list(budgets),
-                    "max_graphs": max_graphs,
+                    "max_graphs": max_graphs, "surrogate_trials": effort.surrogate_trials,
                     "search_seeds": [int(seeds[0]), int(seeds[-1]), len(seeds)]}
         with meter.phase("search trials"):
-            found = run_search(objective, trials=trials, seed=seed, storage=storage, study_name=name,
+            first = None if weights is None else functools.partial(_surrogate_best, objective, ctx, weights, plan,
+                                                                    seed)
+            found = run_search(objective, trials=plan.trials, seed=seed, storage=storage, study_name=name,
                                progress=progress, metadata=metadata, heartbeat=heartbeat,
-                               worker=os.getpid() % 10_000 + 1 if join else 0, group=study_name)
+                               worker=os.getpid() % 10_000 + 1 if join else 0, group=study_name, first=first)
         if join:
             logger.info("joined study %r: it holds %d complete trials; its leader scores and writes the schedule",
                         name, found.trials)
@@ -170,14 +222,16 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
         assert heldout is not None, "only a joining worker searches without held-out inputs"
         schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
         with meter.phase("held-out scoring"):
-            quality = {"heldout": heldout.score(schedule), "search": {"psnr_vs_uncached": found.best_value,
-                                                                      "samples": len(seeds)},
-                       "baselines": _baselines(heldout, compiled, sampler, b)}
+            quality: dict[str, Any] = {"heldout": heldout.score(schedule),
+                                       "search": {"psnr_vs_uncached": found.best_value, "samples": len(seeds)}}
+            if effort.baselines:
+                quality["baselines"] = _baselines(heldout, compiled, sampler, b)
         provenance = {
             "inflection_points": inflections,
             "calibration": calibration.summary(),
             "search": {"study": name, "trials": found.trials, "best_value": found.best_value, "seed": seed,
                        "objective": "mean per-sample PSNR vs uncached (dB) on the search seeds",
+                       "surrogate_trials": effort.surrogate_trials,
                        "best_params": found.best.as_params()},
             "quality": quality,
         }
@@ -187,6 +241,15 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
         _log_summary(result, quality)
         results.append(result)
     return results
+
+
+def _surrogate_best(objective: ScheduleObjective, ctx: SpaceContext, weights: np.ndarray, plan: WorkPlan,
+                    seed: int) -> list[Candidate]:
+    """A new study's first trials: the surrogate's best distinct schedules, one per planned trial."""
+    assert ctx.gram is not None, "a surrogate needs calibration's Gram matrices"
+    ranked = rank_candidates(objective.schedule, ctx.gram, weights, trials=plan.effort.surrogate_trials,
+                             keep=plan.trials, seed=seed, seeds=SEED_CANDIDATES)
+    return [candidate for candidate, _ in ranked]
 
 
 def default_sampler(steps: int) -> DDIMSampler:
@@ -264,12 +327,13 @@ def _log_summary(compiled: CachedModel, quality: dict) -> None:
     cost = schedule.cost(compiled.site_flops)
     coverage = compiled.sites.attrs["coverage"]
     held = quality["heldout"]
-    fora = quality["baselines"]["fora_goc_paper"]
+    fora = quality.get("baselines", {}).get("fora_goc_paper")
     logger.info("compiled %s at budget %g: %d sites × %d steps, %.1f%% of site-steps reused, cost %.3f, expected "
-                "speedup %.2fx (site FLOPs %.2fx); held-out PSNR vs uncached %.2f dB (FORA+GOC paper: %.2f dB)",
+                "speedup %.2fx (site FLOPs %.2fx); held-out PSNR vs uncached %.2f ± %.2f dB on %d samples%s",
                 type(compiled.original).__name__, schedule.budget, schedule.num_sites, schedule.steps,
                 100 * (1 - schedule.mask.mean()), cost, 1 / (coverage * cost + 1 - coverage), 1 / cost,
-                held["psnr_vs_uncached"], fora["psnr_vs_uncached"])
+                held["psnr_vs_uncached"], held.get("psnr_vs_uncached_stderr", float("nan")), held["samples"],
+                "" if fora is None else f" (FORA+GOC paper: {fora['psnr_vs_uncached']:.2f} dB)")
 
 
 def for_model(schedule: Schedule, compiled: CachedModel, sampler: Sampler) -> Schedule:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gocopt
+from gocopt.errors import ScheduleError
 from gocopt.sampling import DDIMSampler
+from gocopt.search.effort import Effort
 
 
 def _compile_tiny(tiny_model, **kw):
@@ -12,7 +16,7 @@ def _compile_tiny(tiny_model, **kw):
 
 
 def test_compile_returns_a_saveable_model_within_budget(tiny_model, tmp_path):
-    compiled = _compile_tiny(tiny_model)
+    compiled = _compile_tiny(tiny_model, effort=Effort(baselines=True))
     schedule = compiled.schedule
     assert schedule.cost(compiled.site_flops) <= 0.5
     assert schedule.provenance["search"]["trials"] == 8
@@ -52,10 +56,11 @@ class _CountingDDIM(DDIMSampler):
 def test_the_recorded_cost_is_the_model_work_actually_done(tiny_model, tmp_path):
     """Every model call a compile makes — held-out, calibration, spans, trials, scoring; uncached,
     traced or step graph — is counted where the sampler makes it; the schedule's record equals that
-    count, plus the tracing phase (the traced model run on its example batch)."""
+    count, plus the tracing phase (the traced model run on its example batch); and the plan made
+    before any of it said exactly that, phase by phase."""
     _CountingDDIM.image_steps = 0
     compiled = gocopt.compile(tiny_model, 0.4, sampler=_CountingDDIM(steps=8, guidance_scale=4.0), trials=3,
-                              search_samples=8, heldout_samples=8, progress=False)
+                              search_samples=8, heldout_samples=8, effort=Effort(baselines=True), progress=False)
     work = compiled.schedule.provenance["work"]
     tracing = work["phases"]["tracing"]
     assert work["total"]["image_steps"] - tracing["image_steps"] == _CountingDDIM.image_steps
@@ -64,5 +69,34 @@ def test_the_recorded_cost_is_the_model_work_actually_done(tiny_model, tmp_path)
     assert set(work["phases"]) == {"tracing", "held-out scoring", "calibration", "spans", "search trials"}
     assert work["phases"]["held-out scoring"]["image_steps"] == 8 * 8 * (1 + 3)  # uncached, then 3 schedules
     assert sum(p["model_calls"] for p in work["phases"].values()) == work["total"]["model_calls"]
+    for phase, planned in work["planned"].items():  # tracing is planned at its most (2 image-steps)
+        spent = work["phases"][phase]["sample_equivalents"]
+        assert spent <= planned + 1e-9 if phase == "tracing" else spent == pytest.approx(planned, abs=1e-3), phase
     compiled.save(tmp_path / "s.json")
     assert gocopt.load(tiny_model, tmp_path / "s.json").schedule.provenance["work"]["total"] == work["total"]
+
+
+def test_a_default_compile_spends_at_most_its_cap_and_what_it_planned(tiny_model):
+    """No trials given: the search runs what the default cap (100 for one budget) pays for, and the
+    meter agrees with the plan."""
+    compiled = gocopt.compile(tiny_model, 0.4, steps=8, progress=False)
+    work = compiled.schedule.provenance["work"]
+    assert work["max_samples"] == 100
+    assert work["total"]["sample_equivalents"] <= 100
+    assert work["total"]["sample_equivalents"] <= sum(work["planned"].values()) + 1e-9
+    assert compiled.schedule.provenance["search"]["trials"] >= 2
+
+
+def test_an_impossible_cap_is_refused_before_any_work_with_the_least_that_works(tiny_model):
+    calls = []
+    hook = tiny_model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ScheduleError, match=r"max_samples=20 cannot pay.*use max_samples >= (\d+)") as info:
+            gocopt.compile(tiny_model, 0.4, steps=8, max_samples=20, progress=False)
+    finally:
+        hook.remove()
+    assert not calls  # refused before tracing, calibration or any sample
+    least = int(info.value.args[0].split("max_samples >= ")[1].split(",")[0])
+    compiled = gocopt.compile(tiny_model, 0.4, steps=8, max_samples=least, progress=False)
+    assert compiled.schedule.provenance["work"]["total"]["sample_equivalents"] <= least
+    assert compiled.schedule.provenance["search"]["trials"] == 2

@@ -30,12 +30,13 @@ import torch
 from torch import nn
 
 from gocopt.compiled import CachedModel, cache_model
-from gocopt.driver import HELDOUT_SEED_BASE, SEARCH_SEED_BASE, HeldOut, load_model, search_budgets
+from gocopt.driver import HELDOUT_SEED_BASE, SEARCH_SEED_BASE, HeldOut, load_model, plan_compile, search_budgets
 from gocopt.errors import GocoptError, ScheduleError
 from gocopt.evaluate import SampleSet
 from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
 from gocopt.schedule.io import load_schedule
 from gocopt.search import DEFAULT_MAX_GRAPHS, check_budget
+from gocopt.search.effort import Effort
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
@@ -169,22 +170,29 @@ def capture_call(pipe: Any, sampler: PipelineSampler, seed: int) -> tuple[tuple,
 
 
 def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs: Sequence[dict[str, Any]],
-                     steps: int = 20, call_kwargs: dict | None = None, trials: int = 40, search_samples: int = 16,
-                     heldout_samples: int = 16, seed: int = 0, storage: Any = None, study_name: str | None = None,
+                     steps: int = 20, call_kwargs: dict | None = None, trials: int | None = None,
+                     search_samples: int | None = None, heldout_samples: int | None = None,
+                     max_samples: float | None = None, effort: Effort | None = None,
+                     seed: int = 0, storage: Any = None, study_name: str | None = None,
                      progress: bool = True, join: bool = False, heartbeat: int | None = DEFAULT_HEARTBEAT,
                      max_graphs: int | None = DEFAULT_MAX_GRAPHS) -> Any:
     """Search a schedule for ``pipe.transformer`` under ``pipe``'s scheduler at ``steps``, install it.
 
     Calibration and search sample ``search_samples`` inputs (cycling through ``inputs``), quality
     is scored on ``heldout_samples`` other seeds; one schedule per budget (the first is installed,
-    all are returned as compiled transformers). Returns the pipeline. ``join``/``heartbeat``: as for
-    :func:`gocopt.compile` — a joining worker runs trials, installs nothing and returns ``None``.
+    all are returned as compiled transformers). Returns the pipeline. ``join``/``heartbeat``, the
+    work plan (``max_samples``, ``effort``): as for :func:`gocopt.compile`. A pipeline's scheduler
+    cannot restart a run midway, so its span table runs every span whole: by default 16 search and
+    16 held-out samples, spans on 2 of them, trials screened on 1 as many as the cap pays for.
     """
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     for b in budgets:
         check_budget(b, steps)
     remove(pipe)
     sampler = PipelineSampler(pipe, inputs, steps, call_kwargs)
+    plan = plan_compile(effort or Effort(search_samples=16), sampler, budgets, None, trials=trials,
+                        search_samples=search_samples, heldout_samples=heldout_samples, max_samples=max_samples)
+    search_samples, heldout_samples = plan.effort.search_samples, plan.effort.heldout_samples
     transformer = _original_transformer(pipe)
     meter = WorkMeter([transformer], steps=steps, rows_per_image_step=2)  # CFG; checked on the recording run
     with meter:
@@ -203,7 +211,7 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
         name = study_name or f"gocopt-{type(pipe).__name__}-{type(pipe.scheduler).__name__}{steps}"
         results = search_budgets(compiled, sampler, budgets, search.labels, torch.tensor(search.seeds), search.seeds,
                                  heldout, num_classes=None,
-                                 trials=trials, seed=seed, storage=storage, study_name=name, progress=progress,
+                                 plan=plan, seed=seed, storage=storage, study_name=name, progress=progress,
                                  example_inputs=example, join=join, heartbeat=heartbeat, max_graphs=max_graphs,
                                  meter=meter)
     if join:

@@ -35,6 +35,8 @@ class DDIMSampler:
         first_step: start the run at this step of the ``steps``-step schedule, from a latent taken
             at that step (``noise`` is then that latent): how a search re-runs only the part of a
             run that a cache decision can change (:mod:`gocopt.search.spans`).
+        last_step: stop before this step (``None``: run to the end); the result is then the latent
+            before ``last_step``, not a sample.
     """
 
     steps: int = 20
@@ -42,6 +44,7 @@ class DDIMSampler:
     guidance: str = "batched"
     clip_denoised: bool = True
     first_step: int = 0
+    last_step: int | None = None
     diffusion: GaussianDiffusion = field(default_factory=GaussianDiffusion, repr=False)
 
     def __post_init__(self) -> None:
@@ -49,14 +52,20 @@ class DDIMSampler:
             raise ValueError(f"DDIM needs at least 2 steps, got steps={self.steps}")
         if not 0 <= self.first_step < self.steps:
             raise ValueError(f"first_step={self.first_step} is not a step of a {self.steps}-step run")
+        if self.last_step is not None and not self.first_step < self.last_step <= self.steps:
+            raise ValueError(f"last_step={self.last_step} must lie in ({self.first_step}, {self.steps}]")
         if self.guidance not in GUIDANCE_MODES:
             raise ValueError(f"guidance={self.guidance!r}; expected one of {GUIDANCE_MODES}")
 
     @property
     def timesteps(self) -> list[int]:
         """Model timesteps, first to last: 999, 946, …, 53, 0 for 20 steps."""
+        return self._all_timesteps[self.first_step:self.last_step]
+
+    @property
+    def _all_timesteps(self) -> list[int]:
         last = self.diffusion.num_timesteps - 1
-        return [round(i * last / (self.steps - 1)) for i in range(self.steps)][::-1][self.first_step:]
+        return [round(i * last / (self.steps - 1)) for i in range(self.steps)][::-1]
 
     def describe(self) -> dict:
         """What a cache schedule must record to know which sampler it was made for."""
@@ -84,32 +93,35 @@ class DDIMSampler:
     @torch.no_grad()
     def latents(self, model: Callable[..., torch.Tensor], labels: torch.Tensor, noise: torch.Tensor, *,
                 num_classes: int, progress: bool = False) -> list[torch.Tensor]:
-        """The latent before every step, then the final sample (``len(timesteps) + 1`` tensors)."""
+        """The latent before every step, then the final sample (``len(timesteps) + 1`` tensors; with
+        ``last_step``, the last one is the latent before that step)."""
         x = noise
-        channels = x.shape[1]
         labels = labels.to(x.device)
-        null = torch.full_like(labels, num_classes)
-        steps = self.timesteps
+        steps = self._all_timesteps
         alphas = self.diffusion.alphas_cumprod.tolist()  # host floats, read once
         out = [x]
-        with sampling_run(steps):  # a cached model checks these once, on the host: no sync per call
-            for i in tqdm(range(len(steps)), desc="ddim", disable=not progress, leave=False):
-                x = self._step(model, x, i, steps, alphas, labels, null, channels)
+        with sampling_run(self.timesteps):  # a cached model checks these once, on the host: no sync per call
+            for i in tqdm(range(self.first_step, self.last_step or self.steps), desc="ddim", disable=not progress,
+                          leave=False):
+                x0, eps = self._denoise(model, x, steps[i], alphas, labels, num_classes)
+                ab_prev = alphas[steps[i + 1]] if i + 1 < len(steps) else 1.0
+                x = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
                 out.append(x)
         return out
 
-    def _step(self, model, x, i: int, steps: list[int], ab: list[float], labels, null, channels: int) -> torch.Tensor:
-        """One DDIM update ``x_t → x_{t-1}``; every scalar is a host float (no device reads)."""
-        t_int = steps[i]
+    def _denoise(self, model, x: torch.Tensor, t_int: int, ab: list[float], labels: torch.Tensor,
+                 num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean-sample prediction and the noise it implies at timestep ``t_int``; every scalar
+        is a host float (no device reads)."""
         t = torch.full((x.shape[0],), t_int, device=x.device, dtype=torch.long)
-        eps = self._guided_eps(model, x, t, labels, null)[:, :channels]
+        null = torch.full_like(labels, num_classes)
+        eps = self._guided_eps(model, x, t, labels, null)[:, : x.shape[1]]
         ab_t = ab[t_int]
-        ab_prev = ab[steps[i + 1]] if i + 1 < len(steps) else 1.0
         x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5
         if self.clip_denoised:
             x0 = x0.clamp(-1, 1)
             eps = (x - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
-        return ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+        return x0, eps
 
     def _guided_eps(self, model, x, t, labels, null) -> torch.Tensor:
         channels = x.shape[1]

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,8 @@ class SearchResult:
 
 def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, storage=None, study_name: str | None = None,
                progress: bool = True, metadata: dict[str, Any] | None = None,
-               heartbeat: int | None = DEFAULT_HEARTBEAT, worker: int = 0, group: str | None = None) -> SearchResult:
+               heartbeat: int | None = DEFAULT_HEARTBEAT, worker: int = 0, group: str | None = None,
+               first: Callable[[], Sequence[Candidate]] | None = None) -> SearchResult:
     """Work on the study until it holds exactly ``trials`` complete trials, then return its best.
 
     Any number of processes may run this on one study at once. Each claims one trial at a time
@@ -64,7 +66,9 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
     sampler, budget, search inputs): a study made for something else is refused. ``worker``
     varies the sampler's seed between workers of one study, so they do not propose alike.
     ``group``: the name the studies of one compile share (one study per budget, ``{group}-b{budget}``);
-    a compile with other budgets under that name is refused too.
+    a compile with other budgets under that name is refused too. ``first``: the candidates a new
+    study tries first (called only by the process that creates it; ``SEED_CANDIDATES`` by default),
+    e.g. the best of a surrogate study (:mod:`gocopt.search.surrogate`).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shown = shown_url(storage)
@@ -73,7 +77,7 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
     with storage_errors(storage, "was lost while opening the study"):
         if group is not None and metadata and backend is not None:
             check_siblings(backend, group, study_name, metadata, shown)
-        study = _create_or_load(backend, study_name, sampler, metadata or {}, shown)
+        study = _create_or_load(backend, study_name, sampler, metadata or {}, shown, first or (lambda: SEED_CANDIDATES))
     bar = tqdm(total=trials, desc="search", disable=not progress, leave=False)
 
     def guarded(trial: optuna.Trial) -> float:
@@ -112,8 +116,11 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
         bar.close()
         best = study.best_trial
         complete = _count(study, TrialState.COMPLETE)
-    params = {k: best.params[k] for k in Candidate.__dataclass_fields__ if k in best.params}
-    return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study, complete)
+    return SearchResult(_candidate(best), float(best.value if best.value is not None else "nan"), study, complete)
+
+
+def _candidate(trial: optuna.trial.FrozenTrial) -> Candidate:
+    return Candidate(**{k: trial.params[k] for k in Candidate.__dataclass_fields__ if k in trial.params})
 
 
 def _watch_running(backend: optuna.storages.RDBStorage, running: list[optuna.trial.FrozenTrial],
@@ -133,8 +140,8 @@ def _count(study: optuna.Study, state: TrialState) -> int:
 
 
 def _create_or_load(storage: Any, name: str | None, sampler: optuna.samplers.BaseSampler,
-                    metadata: dict[str, Any], shown: str) -> optuna.Study:
-    """A new study (recording ``metadata``, seeded with the baselines) or the existing one, if it
+                    metadata: dict[str, Any], shown: str, first: Callable[[], Sequence[Candidate]]) -> optuna.Study:
+    """A new study (recording ``metadata``, its first trials enqueued) or the existing one, if it
     was made for the same thing."""
     try:
         study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=name)
@@ -144,7 +151,7 @@ def _create_or_load(storage: Any, name: str | None, sampler: optuna.samplers.Bas
         check_metadata(recorded, metadata, study.study_name, shown)
         return study
     study.set_user_attr(METADATA_KEY, metadata)
-    for candidate in SEED_CANDIDATES:  # only the worker that created the study seeds it
+    for candidate in first():  # only the worker that created the study seeds it
         study.enqueue_trial(candidate.as_params())
     return study
 

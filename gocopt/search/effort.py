@@ -1,0 +1,146 @@
+"""How much model work a compile spends, phase by phase, planned before any of it is done.
+
+Our users' models take from half a second to ten seconds per image, so a compile is priced in
+*uncached-sample equivalents* (image-steps ÷ steps, :mod:`gocopt.work`) and planned up front:
+:class:`Effort` says how many samples each phase may use, :func:`plan_work` turns it into the work
+of every phase for a given sampler and set of budgets — exactly what the meter will count — and
+sizes the search to what is left of ``max_samples``. A cap that cannot pay for the phases every
+compile needs is refused before anything runs, with the least cap that works.
+
+Where the work goes at the defaults (one budget, DDIM-20): the calibration run on 8 samples (also
+the search's inputs and reference), the span table on 2 of them (:mod:`gocopt.search.spans`,
+``lookahead``), a surrogate study that ranks candidates with no model work at all
+(:mod:`gocopt.search.surrogate`), its best few scored on the 8 samples, and the held-out check
+(16 samples, uncached and cached). :meth:`Effort.full` is the setting before costs were counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gocopt.errors import ScheduleError
+from gocopt.search.spans import SPAN_METHODS, SPAN_SEEDS, span_image_steps
+from gocopt.search.study import SEED_CANDIDATES
+
+MIN_TRIALS = 2  # with a surrogate: its best two, sampled; without one, the study's enqueued seed candidates
+TRACING_IMAGE_STEPS = 2  # the sampler's first call, captured, and the traced model run on it (at most)
+DEFAULT_MAX_SAMPLES, EXTRA_BUDGET_SAMPLES = 100, 50  # the default cap: 100 for one budget, +50 per extra budget
+
+
+@dataclass(frozen=True)
+class Effort:
+    """Samples per phase of a compile.
+
+    Attributes:
+        search_samples: the calibration run's samples (uncached), which are also the inputs and the
+            reference the search scores candidates on.
+        span_seeds: of those, the ones the span table is measured on.
+        span_method: ``"lookahead"`` or ``"end-to-end"`` (:func:`gocopt.search.spans.measure_spans`).
+        surrogate_trials: candidates per budget ranked by the surrogate (no model work); its best
+            distinct schedules are the search's first trials. 0: no surrogate (the study starts from
+            ``SEED_CANDIDATES`` and TPE on sampled scores).
+        trials: sampled trials per budget, each on all ``search_samples``; ``None``: as many as
+            ``max_samples`` pays for.
+        heldout_samples: other seeds the result is scored on (uncached and cached), with its standard error.
+        baselines: also score FORA + GOC (paper) and the L2C-like schedule on the held-out seeds.
+    """
+
+    search_samples: int = 8
+    span_seeds: int = 2
+    span_method: str = "lookahead"
+    surrogate_trials: int = 1000
+    trials: int | None = None
+    heldout_samples: int = 16
+    baselines: bool = False
+
+    @classmethod
+    def full(cls) -> Effort:
+        """The settings before compile costs were counted (gocopt 0.1): 40 trials on 64 samples each,
+        the span table end to end on 8, 256 held-out samples with both baselines."""
+        return cls(search_samples=64, span_seeds=SPAN_SEEDS, span_method="end-to-end", surrogate_trials=0, trials=40,
+                   heldout_samples=256, baselines=True)
+
+    def __post_init__(self) -> None:
+        for name in ("search_samples", "span_seeds", "heldout_samples"):
+            if getattr(self, name) < 1:
+                raise ScheduleError(f"Effort.{name}={getattr(self, name)}: must be at least 1")
+        if self.span_method not in SPAN_METHODS:
+            raise ScheduleError(f"Effort.span_method={self.span_method!r}; expected one of {SPAN_METHODS}")
+        if self.surrogate_trials < 0 or (self.trials is not None and self.trials < 1):
+            raise ScheduleError("Effort.surrogate_trials must be >= 0 and Effort.trials >= 1 (or None)")
+
+    @property
+    def fewest_trials(self) -> int:
+        """The least search that still means something: the surrogate's best two, or every
+        enqueued seed candidate without a surrogate."""
+        return MIN_TRIALS if self.surrogate_trials else len(SEED_CANDIDATES)
+
+    def with_overrides(self, **fields: Any) -> Effort:
+        """This effort with the given fields replaced (``None`` values ignored): the compile's
+        explicit ``trials=`` / ``search_samples=`` / ``heldout_samples=`` arguments."""
+        return replace(self, **{k: v for k, v in fields.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class WorkPlan:
+    """What a compile will spend, in uncached-sample equivalents, and the trials it affords."""
+
+    effort: Effort
+    trials: int  # per budget
+    phases: dict[str, float]
+    max_samples: float | None
+
+    @property
+    def total(self) -> float:
+        return sum(self.phases.values())
+
+    def describe(self) -> str:
+        phases = ", ".join(f"{name} {work:.1f}" for name, work in self.phases.items())
+        cap = "no cap" if self.max_samples is None else f"max_samples={self.max_samples:g}"
+        return f"{self.total:.1f} uncached-sample equivalents ({phases}; {cap}), {self.trials} trials per budget"
+
+
+def default_max_samples(budgets: int) -> float:
+    """The cap a compile has when none is given: 100 samples for one budget, 50 more per extra one."""
+    return DEFAULT_MAX_SAMPLES + EXTRA_BUDGET_SAMPLES * (budgets - 1)
+
+
+def plan_work(effort: Effort, *, steps: int, budgets: int, max_gap: int, restartable: bool,
+              max_samples: float | None, history: int = 3) -> WorkPlan:
+    """The work of every phase, and the trials per budget: ``effort.trials``, or (when ``None``) as
+    many as fit in ``max_samples``. Raises :class:`~gocopt.errors.ScheduleError` naming the least
+    cap that works when ``max_samples`` cannot pay for the fixed phases and ``MIN_TRIALS`` trials.
+
+    ``restartable``: the sampler can start a run from a latent at any step (gocopt's DDIM), which
+    the span table and ``lookahead`` need; otherwise every span runs whole.
+    """
+    span_seeds = min(effort.span_seeds, effort.search_samples)
+    method = effort.span_method if restartable else "end-to-end"
+    fixed = {
+        "tracing": TRACING_IMAGE_STEPS / steps,
+        "calibration": float(effort.search_samples),
+        "spans": span_seeds * span_image_steps(steps, max_gap, history, method, restartable) / steps,
+        "held-out scoring": float(effort.heldout_samples * (1 + budgets * (3 if effort.baselines else 1))),
+    }
+    per_trial = budgets * effort.search_samples
+    if effort.trials is not None:
+        trials = effort.trials
+    elif max_samples is None:
+        raise ScheduleError("Effort.trials=None sizes the search to max_samples; give one or the other")
+    else:
+        trials = math.floor((max_samples - sum(fixed.values())) / per_trial + 1e-9)
+    fewest = effort.fewest_trials if effort.trials is None else trials
+    least = sum(fixed.values()) + per_trial * fewest
+    if max_samples is not None and max_samples + 1e-9 < least:
+        raise ScheduleError(
+            f"max_samples={max_samples:g} cannot pay for this compile: tracing, calibration, spans and "
+            f"held-out scoring take {sum(fixed.values()):.1f} uncached-sample equivalents and {fewest} trials "
+            f"per budget {per_trial * fewest:g} more; use max_samples >= {math.ceil(least - 1e-9)}, or fewer "
+            "search or held-out samples or trials")
+    return WorkPlan(effort, trials, {**fixed, "search trials": float(per_trial * trials)}, max_samples)
+
+
+__all__ = ["DEFAULT_MAX_SAMPLES", "EXTRA_BUDGET_SAMPLES", "MIN_TRIALS", "Effort", "WorkPlan", "default_max_samples",
+           "plan_work"]

@@ -1,0 +1,123 @@
+"""What a compile spends: the plan, the cheap span table, the surrogate that ranks before sampling."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from gocopt.compiled import cache_model
+from gocopt.driver import sampler_call, work_meter
+from gocopt.errors import ScheduleError
+from gocopt.models.convention import dit_spec
+from gocopt.sampling import DDIMSampler, initial_noise
+from gocopt.schedule.fit import fit_predictor
+from gocopt.schedule.goc import GOCConfig
+from gocopt.search.effort import Effort, default_max_samples, plan_work
+from gocopt.search.path import EdgeTable
+from gocopt.search.spans import measure_spans, span_image_steps
+from gocopt.search.surrogate import feature_errors, fit_step_weights
+
+
+def test_a_run_stopped_early_is_the_start_of_the_whole_run(tiny_model):
+    sampler = DDIMSampler(steps=8, guidance_scale=4.0, clip_denoised=False)
+    spec = dit_spec(tiny_model)
+    noise, labels = initial_noise([1, 2], spec.latent_shape), torch.tensor([0, 3])
+    whole = sampler.latents(tiny_model, labels, noise, num_classes=spec.num_classes)
+    part = replace(sampler, first_step=2, last_step=5).latents(tiny_model, labels, whole[2],
+                                                                num_classes=spec.num_classes)
+    assert len(part) == 4 and all(torch.equal(a, b) for a, b in zip(part, whole[2:6]))
+    with pytest.raises(ValueError, match="last_step"):
+        replace(sampler, first_step=3, last_step=3)
+
+
+@pytest.mark.parametrize("method", ["lookahead", "end-to-end"])
+def test_the_span_table_costs_what_was_planned(tiny_model, method):
+    sampler = DDIMSampler(steps=8, guidance_scale=4.0, clip_denoised=False)
+    spec = dit_spec(tiny_model)
+    compiled = cache_model(tiny_model, None, sampler_call(tiny_model, sampler, spec))
+    noise, labels = initial_noise([5, 6], spec.latent_shape), torch.tensor([1, 2])
+    reference = sampler.sample(tiny_model, labels, noise, num_classes=spec.num_classes)
+    meter = work_meter([compiled, tiny_model], sampler)
+    with meter, meter.phase("spans"):
+        table = measure_spans(compiled, sampler, labels, noise, reference, max_gap=4, gram=None,
+                              num_classes=spec.num_classes, method=method)
+    spent = meter.summary()["phases"]["spans"]["image_steps"]
+    assert spent == 2 * span_image_steps(8, 4, 3, method, restartable=True)
+    assert set(table.error) == {(c, d) for c in range(8) for d in range(c + 2, min(8, c + 4) + 1)}
+    assert all(np.isfinite(e) and e >= 0 for e in table.error.values())
+
+
+def test_lookahead_ends_at_the_final_sample_exactly_like_end_to_end(tiny_model):
+    """A span that reuses to the end is weighed by the final sample in both methods: same number."""
+    sampler = DDIMSampler(steps=8, guidance_scale=4.0, clip_denoised=False)
+    spec = dit_spec(tiny_model)
+    compiled = cache_model(tiny_model, None, sampler_call(tiny_model, sampler, spec))
+    noise, labels = initial_noise([7], spec.latent_shape), torch.tensor([4])
+    reference = sampler.sample(tiny_model, labels, noise, num_classes=spec.num_classes)
+    tables = {m: measure_spans(compiled, sampler, labels, noise, reference, max_gap=3, gram=None,
+                               num_classes=spec.num_classes, method=m) for m in ("lookahead", "end-to-end")}
+    for span in ((5, 8), (6, 8)):  # no anchor scales these: the damping factor is 1 at the end
+        assert tables["lookahead"].error[span] == pytest.approx(tables["end-to-end"].error[span], rel=1e-6)
+
+
+def _gram(values: np.ndarray) -> np.ndarray:
+    """(sites, steps, dims) trajectories → (sites, steps, steps) Gram matrices."""
+    return np.einsum("isd,itd->ist", values, values)
+
+
+def test_feature_errors_are_the_exact_errors_on_the_trajectory():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(2, 6, 50)).cumsum(axis=1)
+    gram = _gram(values)
+    mask = np.ones((6, 2), dtype=bool)
+    mask[2:4, 0] = False  # site 0 reused at 2, 3 (computed at 0, 1, 4, 5)
+    mask[5, 1] = False
+    plain = feature_errors(mask, GOCConfig(), gram)
+    assert plain[2, 0] == pytest.approx(((values[0, 2] - values[0, 1]) ** 2).sum())
+    assert plain[3, 0] == pytest.approx(((values[0, 3] - values[0, 1]) ** 2).sum())
+    assert plain[5, 1] == pytest.approx(((values[1, 5] - values[1, 4]) ** 2).sum())
+    assert plain[mask].sum() == 0
+    goc = GOCConfig(0.5, frozenset(range(2, 6)))  # v1 + w(v1 − v2) of *used* values, unrolled
+    used2 = values[0, 1] + 0.5 * (values[0, 1] - values[0, 0])
+    used3 = used2 + 0.5 * (used2 - values[0, 1])
+    errors = feature_errors(mask, goc, gram)
+    assert errors[2, 0] == pytest.approx(((values[0, 2] - used2) ** 2).sum())
+    assert errors[3, 0] == pytest.approx(((values[0, 3] - used3) ** 2).sum())
+    fitted = fit_predictor(mask, gram, 2, ridge=0.0)  # least squares: no worse than plain reuse
+    assert (feature_errors(mask, fitted, gram) <= plain + 1e-9).all()
+
+
+def test_step_weights_recover_how_each_step_carries_its_error_to_the_end():
+    """Span errors made from known weights λ_s and the spans' feature errors: the fit finds λ."""
+    rng = np.random.default_rng(1)
+    steps, sites = 10, 3
+    values = rng.normal(size=(sites, steps, 40)).cumsum(axis=1)
+    gram = _gram(values)
+    true = np.linspace(0.1, 2.0, steps) ** 2
+    error = {}
+    for c in range(steps):
+        for d in range(c + 2, min(steps, c + 4) + 1):
+            mask = np.ones((steps, sites), dtype=bool)
+            mask[c + 1 : d] = False
+            error[(c, d)] = float(feature_errors(mask, fit_predictor(mask, gram, 3), gram).sum(axis=1) @ true)
+    weights = fit_step_weights(EdgeTable(steps, 4, error), gram, sites)
+    assert np.allclose(weights[1:], true[1:], rtol=1e-4)  # step 0 is never reused: no data, no weight
+
+
+def test_the_plan_sizes_the_search_to_the_cap_and_refuses_what_it_cannot_pay():
+    plan = plan_work(Effort(), steps=20, budgets=1, max_gap=5, restartable=True, max_samples=default_max_samples(1))
+    assert plan.total <= 100 and plan.trials >= 2
+    assert plan.phases["held-out scoring"] == 32 and plan.phases["calibration"] == 8
+    four = plan_work(Effort(), steps=50, budgets=4, max_gap=9, restartable=True, max_samples=default_max_samples(4))
+    assert four.total <= 250 and default_max_samples(4) == 250
+    full = plan_work(Effort.full(), steps=20, budgets=1, max_gap=5, restartable=True, max_samples=None)
+    assert full.trials == 40 and full.phases["search trials"] == 40 * 64 and full.total > 3000
+    with pytest.raises(ScheduleError, match=r"max_samples=50 cannot pay.*use max_samples >= \d+"):
+        plan_work(Effort(), steps=20, budgets=1, max_gap=5, restartable=True, max_samples=50)
+    whole_runs = plan_work(Effort(trials=2), steps=20, budgets=1, max_gap=5, restartable=False, max_samples=None)
+    assert whole_runs.phases["spans"] == 2 * sum(min(20, c + 5) - c - 1 for c in range(19))  # a whole run per span
+    with pytest.raises(ScheduleError, match="trials=None sizes the search"):
+        plan_work(Effort(), steps=20, budgets=1, max_gap=5, restartable=True, max_samples=None)
