@@ -5,7 +5,8 @@
 For each step count, in one run, one compile after another (nothing else running): one compile of
 all four budgets with gocopt 0.1's settings (``Effort.full()``: 40 trials × 64 samples per budget,
 spans end to end on 8 seeds, 256 held-out samples with both baselines), one with the new defaults
-(cap 250 for four budgets), and one new-default compile per budget alone (cap 100). Each compile's
+(cap 250 for four budgets), one new-default compile per budget alone (cap 100), and (at
+``--ablate-steps``) the new defaults with one lever at a time put back (``LEVERS``). Each compile's
 model work is what its meter counted (uncached-sample equivalents, by phase), its seconds the
 wall-clock of the whole compile. Every schedule is then scored on the same 500 evaluation seeds
 (``BENCHMARK_SEED_BASE``, the head-to-head's seeds, never seen by any compile), so the PSNR
@@ -38,6 +39,13 @@ from gocopt.search.effort import Effort
 
 BUDGETS = (0.25, 0.35, 0.5, 0.75)
 HEAD_TO_HEAD = Path("docs/benchmarks/head_to_head.json")
+# Each lever of the new defaults put back to its 0.1 setting, one at a time (four budgets, no cap):
+# what it saves is the difference in model work, what it costs the difference in PSNR.
+LEVERS = {
+    "defaults + spans end to end on 8 seeds": Effort(span_seeds=8, span_method="end-to-end", trials=4),
+    "defaults + 64 search samples": Effort(search_samples=64, trials=4),
+    "defaults, no surrogate (40 sampled TPE trials)": Effort(surrogate_trials=0, trials=40),
+}
 
 
 def best_peers() -> dict[tuple[int, float], tuple[str, float]]:
@@ -63,7 +71,7 @@ def compile_once(model, sampler, budgets: tuple[float, ...], effort: Effort) -> 
 
 
 @torch.no_grad()
-def run(steps_list: tuple[int, ...], samples: int) -> dict:
+def run(steps_list: tuple[int, ...], samples: int, ablate: tuple[int, ...]) -> dict:
     torch.manual_seed(0)
     model = reference()
     spec = dit_spec(model)
@@ -77,13 +85,14 @@ def run(steps_list: tuple[int, ...], samples: int) -> dict:
         runs = {"0.1 settings": compile_once(model, sampler, BUDGETS, Effort.full()),
                 "new defaults": compile_once(model, sampler, BUDGETS, Effort())}
         alone = [compile_once(model, sampler, (b,), Effort()) for b in BUDGETS]
+        if steps in ablate:
+            runs.update({name: compile_once(model, sampler, BUDGETS, effort) for name, effort in LEVERS.items()})
         for name, (_, work, seconds) in runs.items():
             compiles.append(_compile_row(steps, name, "all four", work, seconds))
         for b, (_, work, seconds) in zip(BUDGETS, alone):
             compiles.append(_compile_row(steps, "new defaults", f"{b:g} alone", work, seconds))
         for i, b in enumerate(BUDGETS):
-            schedules = {"0.1 settings": runs["0.1 settings"][0][i], "new defaults": runs["new defaults"][0][i],
-                         "new defaults, alone": alone[i][0][0]}
+            schedules = {name: r[0][i] for name, r in runs.items()} | {"new defaults, alone": alone[i][0][0]}
             values = {name: _psnr(model, s, sampler, evaluation, noise, uncached) for name, s in schedules.items()}
             base = values["0.1 settings"]
             peer = peers.get((steps, b))
@@ -153,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--ablate-steps", type=int, nargs="*", default=[20],
+                        help="step counts at which each lever is also put back alone")
     parser.add_argument("--out", default="docs/benchmarks/compile_cost")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    result = {**run(tuple(args.steps), args.samples), "environment": environment(),
+    result = {**run(tuple(args.steps), args.samples, tuple(args.ablate_steps)), "environment": environment(),
               "command": f"python -m benchmarks.compile_cost --steps {' '.join(map(str, args.steps))} "
-                         f"--samples {args.samples}"}
+                         f"--samples {args.samples} --ablate-steps {' '.join(map(str, args.ablate_steps))}"}
     write_json(f"{args.out}.json", result)
     atomic_write_text(f"{args.out}.md", markdown(result))
     return 0

@@ -43,6 +43,7 @@ from gocopt.search import (
     run_search,
 )
 from gocopt.search.effort import MIN_TRIALS, Effort, WorkPlan, default_max_samples, plan_work
+from gocopt.search.shared import Measurements, shared_measurements
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.search.study import SEED_CANDIDATES
@@ -186,16 +187,24 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     model = compiled.original
     fingerprint = model_fingerprint(model, compiled.sites)
     identity = {k: fingerprint.get(k) for k in ("class", "parameters_sha256", "weights_sha256", "config")}
-    with meter.phase("calibration"):
-        calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
+    span_seeds, max_gap = slice(0, effort.span_seeds), max_gap_for(budgets, sampler.steps)
+
+    def measure() -> Measurements:
+        with meter.phase("calibration"):
+            calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
+        with meter.phase("spans"):
+            edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds],
+                                  calibration.samples[span_seeds], max_gap=max_gap, gram=calibration.gram,
+                                  num_classes=num_classes, progress=progress, method=effort.span_method)
+        return Measurements(calibration, edges)
+
+    search_seeds = [int(seeds[0]), int(seeds[-1]), len(seeds)]
+    measured_for = {"model": identity, "sampler": sampler.describe(), "search_seeds": search_seeds,
+                    "span_seeds": effort.span_seeds, "span_method": effort.span_method, "max_gap": max_gap}
+    measurements = shared_measurements(storage, study_name, measured_for, measure)
+    calibration, edges = measurements.calibration, measurements.edges
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
-    span_seeds = slice(0, effort.span_seeds)
-    with meter.phase("spans"):
-        edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds],
-                              calibration.samples[span_seeds], max_gap=max_gap_for(budgets, sampler.steps),
-                              gram=calibration.gram, num_classes=num_classes, progress=progress,
-                              method=effort.span_method)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
                        tuple(inflections), calibration.gram, edges, max_graphs)
@@ -208,7 +217,7 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
         name = f"{study_name}-b{b:g}"
         metadata = {"model": identity, "sampler": sampler.describe(), "budget": b, "budgets": list(budgets),
                     "max_graphs": max_graphs, "surrogate_trials": effort.surrogate_trials,
-                    "search_seeds": [int(seeds[0]), int(seeds[-1]), len(seeds)]}
+                    "search_seeds": search_seeds}
         with meter.phase("search trials"):
             first = None if weights is None else functools.partial(_surrogate_best, objective, ctx, weights, plan,
                                                                     seed)

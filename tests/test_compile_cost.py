@@ -121,3 +121,19 @@ def test_the_plan_sizes_the_search_to_the_cap_and_refuses_what_it_cannot_pay():
     assert whole_runs.phases["spans"] == 2 * sum(min(20, c + 5) - c - 1 for c in range(19))  # a whole run per span
     with pytest.raises(ScheduleError, match="trials=None sizes the search"):
         plan_work(Effort(), steps=20, budgets=1, max_gap=5, restartable=True, max_samples=None)
+
+
+def test_workers_share_one_calibration_through_the_storage(tiny_model, tmp_path, monkeypatch):
+    from shared_storage import shared_calibration_check
+
+    shared_calibration_check(tiny_model, f"sqlite:///{tmp_path / 'study.db'}", monkeypatch)
+
+
+def test_measurements_for_something_else_are_refused(tiny_model, tmp_path):
+    import gocopt
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    kw = dict(steps=6, trials=2, heldout_samples=4, storage=url, study_name="shared", progress=False, heartbeat=None)
+    gocopt.compile(tiny_model, 0.5, search_samples=4, **kw)
+    with pytest.raises(ScheduleError, match="shared-measurements.*search_seeds"):
+        gocopt.compile(tiny_model, 0.5, search_samples=6, **kw)

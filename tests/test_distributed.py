@@ -210,3 +210,9 @@ def test_a_study_made_for_something_else_is_refused(database, tmp_path):
         assert code == 2, change
         assert f"was made for {difference} = " in err and "use another --study-name" in err, err[-500:]
         assert not (tmp_path / "b.json").exists()
+
+
+def test_a_joining_worker_on_postgresql_runs_no_calibration_or_span_measurement(database, tiny_model, monkeypatch):
+    from shared_storage import shared_calibration_check
+
+    shared_calibration_check(tiny_model, database.url, monkeypatch)

@@ -81,6 +81,7 @@ def fit_step_weights(edges: EdgeTable, gram: np.ndarray, num_sites: int, history
 
 
 def surrogate_error(schedule: Schedule, gram: np.ndarray, weights: np.ndarray) -> float:
+    """``Σ_s weights[s] · Σ_i e[s, i]``: the estimated end-to-end error of ``schedule``."""
     return float(feature_errors(schedule.mask, schedule.predictor, gram).sum(axis=1) @ weights)
 
 
