@@ -20,13 +20,17 @@ def main() -> None:
     for path in sorted(Path("schedules").glob("reference_*.json")):
         schedule = load_schedule(path)
         quality = schedule.provenance["quality"]
-        held, fora, l2c = quality["heldout"], quality["baselines"]["fora_goc_paper"], quality["baselines"]["l2c"]
+        baselines = quality.get("baselines", {})  # scored only when asked (--baselines)
+        held, fora, l2c = quality["heldout"], baselines.get("fora_goc_paper", {}), baselines.get("l2c", {})
         rows.append({
             "schedule": path.name, "steps": schedule.steps, "budget": schedule.budget, "cost": held["cost"],
             "psnr": held["psnr_vs_uncached"], "fd": held.get("fd_vs_uncached"),
-            "fora_cost": fora["cost"], "fora_psnr": fora["psnr_vs_uncached"], "fora_fd": fora.get("fd_vs_uncached"),
-            "l2c_cost": l2c["cost"], "l2c_psnr": l2c["psnr_vs_uncached"], "l2c_fd": l2c.get("fd_vs_uncached"),
-            "gain_db": held["psnr_vs_uncached"] - fora["psnr_vs_uncached"], "samples": held["samples"],
+            "fora_cost": fora.get("cost"), "fora_psnr": fora.get("psnr_vs_uncached"),
+            "fora_fd": fora.get("fd_vs_uncached"),
+            "l2c_cost": l2c.get("cost"), "l2c_psnr": l2c.get("psnr_vs_uncached"), "l2c_fd": l2c.get("fd_vs_uncached"),
+            "gain_db": held["psnr_vs_uncached"] - fora["psnr_vs_uncached"] if fora else None,
+            "samples": held["samples"], "psnr_se": held.get("psnr_vs_uncached_stderr"),
+            "work": schedule.provenance.get("work", {}).get("total", {}).get("sample_equivalents"),
             "trials": schedule.provenance["search"]["trials"],
             "found": _found(schedule.provenance["search"].get("best_params", {})),
         })
@@ -34,7 +38,8 @@ def main() -> None:
     table = markdown_table(rows, [
         ("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("found", "search found", ""),
         ("cost", "gocopt cost", ".3f"),
-        ("psnr", "gocopt PSNR", ".2f"), ("fd", "gocopt FD", ".4f"),
+        ("psnr", "gocopt PSNR", ".2f"), ("psnr_se", "± s.e.", ".2f"), ("fd", "gocopt FD", ".4f"),
+        ("work", "compile cost (samples)", ".0f"),
         ("fora_cost", "FORA+GOC(paper) cost", ".3f"), ("fora_psnr", "PSNR", ".2f"), ("fora_fd", "FD", ".4f"),
         ("l2c_cost", "L2C-like cost", ".3f"), ("l2c_psnr", "PSNR", ".2f"), ("l2c_fd", "FD", ".4f"),
         ("gain_db", "gain over paper (dB)", "+.2f")])
