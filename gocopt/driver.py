@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gocopt.calibrate import calibrate, detect_inflections
+from gocopt.calibrate import Calibration, calibrate, detect_inflections
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.errors import ScheduleError
 from gocopt.evaluate import SampleSet
@@ -43,7 +43,8 @@ from gocopt.search import (
     run_search,
 )
 from gocopt.search.effort import MIN_TRIALS, Effort, WorkPlan, default_max_samples, plan_work
-from gocopt.search.shared import Measurements, shared_measurements
+from gocopt.search.path import EdgeTable
+from gocopt.search.shared import shared_record
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
 from gocopt.search.storage import DEFAULT_HEARTBEAT
 from gocopt.search.study import SEED_CANDIDATES
@@ -189,20 +190,20 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     identity = {k: fingerprint.get(k) for k in ("class", "parameters_sha256", "weights_sha256", "config")}
     span_seeds, max_gap = slice(0, effort.span_seeds), max_gap_for(budgets, sampler.steps)
 
-    def measure() -> Measurements:
+    def measure() -> dict[str, Any]:
         with meter.phase("calibration"):
             calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
         with meter.phase("spans"):
             edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds],
                                   calibration.samples[span_seeds], max_gap=max_gap, gram=calibration.gram,
                                   num_classes=num_classes, progress=progress, method=effort.span_method)
-        return Measurements(calibration, edges)
+        return {"calibration": calibration.to_record(), "edges": edges.to_record()}
 
     search_seeds = [int(seeds[0]), int(seeds[-1]), len(seeds)]
     measured_for = {"model": identity, "sampler": sampler.describe(), "search_seeds": search_seeds,
                     "span_seeds": effort.span_seeds, "span_method": effort.span_method, "max_gap": max_gap}
-    measurements = shared_measurements(storage, study_name, measured_for, measure)
-    calibration, edges = measurements.calibration, measurements.edges
+    record = shared_record(storage, study_name, measured_for, measure)  # measured here, or by the study's first
+    calibration, edges = Calibration.from_record(record["calibration"]), EdgeTable.from_record(record["edges"])
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),

@@ -28,4 +28,4 @@ def shared_calibration_check(model, storage, monkeypatch) -> None:
     import optuna
 
     record = optuna.load_study(study_name=f"shared{SUFFIX}", storage=storage)
-    assert {"gram", "edges", "samples"} <= set(record.user_attrs)
+    assert {"calibration", "edges", "complete"} <= set(record.user_attrs)

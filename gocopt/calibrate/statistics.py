@@ -58,6 +58,21 @@ class Calibration:
         table = table.sort_index(axis=0).sort_index(axis=1)  # contexts (cond / uncond) averaged
         return torch.tensor(table.to_numpy(), dtype=torch.float64)
 
+    def to_record(self) -> dict:
+        """Everything, as plain data (numpy arrays, lists): what a distributed study stores so its
+        workers need not calibrate again (:mod:`gocopt.search.shared`); :meth:`from_record` inverts it
+        bit for bit."""
+        stats = {column: values.to_numpy() if pd.api.types.is_numeric_dtype(values) else values.tolist()
+                 for column, values in self.stats.items()}
+        return {"stats": stats, "samples": self.samples.numpy(), "labels": [int(v) for v in self.labels],
+                "seeds": [int(s) for s in self.seeds], "gram": self.gram}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Calibration:
+        return cls(pd.DataFrame(dict(record["stats"])), torch.as_tensor(np.asarray(record["samples"])),
+                   torch.tensor(record["labels"]), tuple(record["seeds"]),
+                   None if record["gram"] is None else np.asarray(record["gram"]))
+
     def summary(self) -> dict:
         return {"samples": len(self.seeds), "seeds": [self.seeds[0], self.seeds[-1]],
                 "labels": sorted(set(int(v) for v in self.labels)),

@@ -37,6 +37,15 @@ class EdgeTable:
     def weight(self, c: int, d: int) -> float:
         return 0.0 if d == c + 1 else self.error.get((c, d), np.inf)
 
+    def to_record(self) -> dict:
+        return {"steps": self.steps, "max_gap": self.max_gap,
+                "error": [[c, d, e] for (c, d), e in sorted(self.error.items())]}
+
+    @classmethod
+    def from_record(cls, record: dict) -> EdgeTable:
+        return cls(int(record["steps"]), int(record["max_gap"]),
+                   {(int(c), int(d)): float(e) for c, d, e in record["error"]})
+
 
 def span_row(steps: int, c: int, d: int) -> np.ndarray:
     """Every step computed except ``c + 1 … d − 1``."""

@@ -7,6 +7,10 @@ sibling study ``{group}-measurements`` holding only user attributes, next to one
 budget); everyone else — a joining worker, a resumed leader — loads them and starts its trials at
 once. The record says what it was made for (model, sampler, seeds, span settings) and is refused,
 like a study, when that differs. Without a storage (``None``) nothing is shared: measure, return.
+
+A record is plain data (``Calibration.to_record()``, ``EdgeTable.to_record()``); numpy arrays in it
+travel as ``.npy`` bytes, so what a worker loads equals what was measured bit for bit and a resumed
+study decides exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,35 +20,26 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
-import pandas as pd
-import torch
 
-from gocopt.calibrate import Calibration
-from gocopt.search.path import EdgeTable
 from gocopt.search.storage import get_storage, shown_url, storage_errors
 from gocopt.search.study import METADATA_KEY, check_metadata
 
 logger = logging.getLogger(__name__)
 SUFFIX = "-measurements"
-PARTS = ("stats", "samples", "labels", "seeds", "gram", "edges")
+COMPLETE = "complete"  # written last: its presence says the record is whole
 WAIT = 1800.0  # seconds a worker waits for the measuring process before it measures itself
 
-
-@dataclass
-class Measurements:
-    calibration: Calibration
-    edges: EdgeTable
+Record = dict[str, Any]
 
 
-def shared_measurements(storage: Any, group: str, metadata: dict[str, Any],
-                        measure: Callable[[], Measurements], *, wait: float = WAIT) -> Measurements:
-    """The measurements for ``group`` from ``storage``, or ``measure()``'s (stored there for the
-    others) when none are stored yet."""
+def shared_record(storage: Any, group: str, metadata: dict[str, Any], measure: Callable[[], Record], *,
+                  wait: float = WAIT) -> Record:
+    """The record for ``group`` from ``storage``, or ``measure()``'s (stored there for the others)
+    when none is stored yet."""
     if storage is None:
         return measure()
     shown = shown_url(storage)
@@ -53,68 +48,53 @@ def shared_measurements(storage: Any, group: str, metadata: dict[str, Any],
     try:
         with storage_errors(storage, "was lost while sharing the calibration"):
             try:
-                record = optuna.create_study(storage=backend, study_name=name)
-                record.set_user_attr(METADATA_KEY, metadata)
+                holder = optuna.create_study(storage=backend, study_name=name)
+                holder.set_user_attr(METADATA_KEY, metadata)
             except optuna.exceptions.DuplicatedStudyError:
-                record = optuna.load_study(study_name=name, storage=backend)
-                recorded = _wait_for(record, METADATA_KEY, 10.0)
-                check_metadata(recorded or {}, metadata, name, shown)
-                if _wait_for(record, "edges", wait) is not None:
+                holder = optuna.load_study(study_name=name, storage=backend)
+                check_metadata(_wait_for(holder, METADATA_KEY, 10.0) or {}, metadata, name, shown)
+                if _wait_for(holder, COMPLETE, wait):
                     logger.info("calibration and span table loaded from study %r in %s: nothing measured", name,
                                 shown)
-                    return _load(record.user_attrs)
+                    return {key: _decode(value) for key, value in holder.user_attrs.items()
+                            if key not in (METADATA_KEY, COMPLETE)}
                 logger.warning("no measurements appeared in study %r after %.0f s; measuring here", name, wait)
-            measurements = measure()
-            for part, value in _dump(measurements).items():  # edges last: its presence says the record is whole
-                record.set_user_attr(part, value)
-            return measurements
+            record = measure()
+            for key, value in record.items():
+                holder.set_user_attr(key, _encode(value))
+            holder.set_user_attr(COMPLETE, True)
+            return record
     finally:
         engine = getattr(backend, "engine", None)
         if isinstance(storage, str) and engine is not None:  # ours to close; a storage object is the caller's
             engine.dispose()
 
 
-def _wait_for(record: optuna.Study, key: str, seconds: float) -> Any:
+def _wait_for(holder: optuna.Study, key: str, seconds: float) -> Any:
     deadline = time.monotonic() + seconds
     while True:
-        value = record.user_attrs.get(key)
+        value = holder.user_attrs.get(key)
         if value is not None or time.monotonic() > deadline:
             return value
         time.sleep(1.0)
 
 
-def _array(value: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def _encode(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
+        return {"npy": base64.b64encode(buffer.getvalue()).decode("ascii")}
+    if isinstance(value, dict):
+        return {key: _encode(v) for key, v in value.items()}
+    return value
 
 
-def _unarray(text: str) -> np.ndarray:
-    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"npy"}:
+            return np.load(io.BytesIO(base64.b64decode(value["npy"])), allow_pickle=False)
+        return {key: _decode(v) for key, v in value.items()}
+    return value
 
 
-def _dump(m: Measurements) -> dict[str, Any]:
-    calibration = m.calibration
-    return {
-        "stats": {column: _array(values.to_numpy()) if pd.api.types.is_numeric_dtype(values) else values.tolist()
-                  for column, values in calibration.stats.items()},  # bit for bit: a resumed study decides alike
-        "samples": _array(calibration.samples.numpy()),
-        "labels": [int(v) for v in calibration.labels],
-        "seeds": [int(s) for s in calibration.seeds],
-        "gram": None if calibration.gram is None else _array(calibration.gram),
-        "edges": {"steps": m.edges.steps, "max_gap": m.edges.max_gap,
-                  "error": [[c, d, e] for (c, d), e in sorted(m.edges.error.items())]},
-    }
-
-
-def _load(attrs: dict[str, Any]) -> Measurements:
-    stats = pd.DataFrame({column: _unarray(values) if isinstance(values, str) else values
-                          for column, values in attrs["stats"].items()})
-    calibration = Calibration(stats, torch.from_numpy(_unarray(attrs["samples"])), torch.tensor(attrs["labels"]),
-                              tuple(attrs["seeds"]), None if attrs["gram"] is None else _unarray(attrs["gram"]))
-    edges = attrs["edges"]
-    table = EdgeTable(edges["steps"], edges["max_gap"], {(int(c), int(d)): float(e) for c, d, e in edges["error"]})
-    return Measurements(calibration, table)
-
-
-__all__ = ["Measurements", "SUFFIX", "shared_measurements"]
+__all__ = ["SUFFIX", "shared_record"]
