@@ -64,12 +64,15 @@ class Calibration:
         bit for bit."""
         stats = {column: values.to_numpy() if pd.api.types.is_numeric_dtype(values) else values.tolist()
                  for column, values in self.stats.items()}
-        return {"stats": stats, "samples": self.samples.numpy(), "labels": [int(v) for v in self.labels],
+        return {"stats": stats, "samples": self.samples.float().numpy(),  # exact for bf16/fp16 too
+                "samples_dtype": str(self.samples.dtype).removeprefix("torch."),
+                "labels": [int(v) for v in self.labels],
                 "seeds": [int(s) for s in self.seeds], "gram": self.gram}
 
     @classmethod
     def from_record(cls, record: dict) -> Calibration:
-        return cls(pd.DataFrame(dict(record["stats"])), torch.as_tensor(np.asarray(record["samples"])),
+        samples = torch.as_tensor(np.asarray(record["samples"])).to(getattr(torch, record["samples_dtype"]))
+        return cls(pd.DataFrame(dict(record["stats"])), samples,
                    torch.tensor(record["labels"]), tuple(record["seeds"]),
                    None if record["gram"] is None else np.asarray(record["gram"]))
 
