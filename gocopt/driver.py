@@ -42,7 +42,7 @@ from gocopt.search import (
     check_budget,
     run_search,
 )
-from gocopt.search.effort import MIN_TRIALS, Effort, WorkPlan, default_max_samples, plan_work
+from gocopt.search.effort import Effort, WorkPlan, default_max_samples, plan_work
 from gocopt.search.path import EdgeTable
 from gocopt.search.shared import shared_record
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
@@ -129,7 +129,7 @@ def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[floa
                              "max_gap": max_gap_for(budgets, sampler.steps),
                              "restartable": restartable(sampler, num_classes) is not None}
     if max_samples is None and effort.trials is None:
-        least = plan_work(effort.with_overrides(trials=MIN_TRIALS), **shape, max_samples=None).total
+        least = plan_work(effort.with_overrides(trials=effort.fewest_trials), **shape, max_samples=None).total
         max_samples = default_max_samples(len(budgets))
         if least > max_samples + 1e-9:
             logger.warning("the default cap of %g uncached-sample equivalents cannot pay for this compile (%s spans "

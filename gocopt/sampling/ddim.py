@@ -104,30 +104,23 @@ class DDIMSampler:
         with sampling_run(self.timesteps):  # a cached model checks these once, on the host: no sync per call
             for i in tqdm(range(self.first_step, self.last_step or self.steps), desc="ddim", disable=not progress,
                           leave=False):
-                x0, eps = self._denoise(model, x, steps[i], alphas, labels, null)
-                ab_prev = alphas[steps[i + 1]] if i + 1 < len(steps) else 1.0
-                x = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+                x = self._step(model, x, i, steps, alphas, labels, null, x.shape[1])
                 out.append(x)
         return out
 
     def _step(self, model, x, i: int, steps: list[int], ab: list[float], labels, null, channels: int) -> torch.Tensor:
-        """One DDIM update ``x_t → x_{t-1}`` at step ``i`` of ``steps`` (a hand-driven loop's step)."""
-        x0, eps = self._denoise(model, x, steps[i], ab, labels, null)
-        ab_prev = ab[steps[i + 1]] if i + 1 < len(steps) else 1.0
-        return ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
-
-    def _denoise(self, model, x: torch.Tensor, t_int: int, ab: list[float], labels: torch.Tensor,
-                 null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clean-sample prediction and the noise it implies at timestep ``t_int``; every scalar
-        is a host float (no device reads)."""
+        """One DDIM update ``x_t → x_{t-1}`` at step ``i`` of ``steps`` (the whole run's timesteps);
+        every scalar is a host float (no device reads)."""
+        t_int = steps[i]
         t = torch.full((x.shape[0],), t_int, device=x.device, dtype=torch.long)
-        eps = self._guided_eps(model, x, t, labels, null)[:, : x.shape[1]]
+        eps = self._guided_eps(model, x, t, labels, null)[:, :channels]
         ab_t = ab[t_int]
+        ab_prev = ab[steps[i + 1]] if i + 1 < len(steps) else 1.0
         x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5
         if self.clip_denoised:
             x0 = x0.clamp(-1, 1)
             eps = (x - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
-        return x0, eps
+        return ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
 
     def _guided_eps(self, model, x, t, labels, null) -> torch.Tensor:
         channels = x.shape[1]

@@ -71,13 +71,12 @@ class ScheduleObjective:
                         guidance=self._sampler.guidance, budget=self._budget)
 
     @torch.no_grad()
-    def score(self, schedule: Schedule, inputs: SearchSet | None = None) -> float:
-        """Mean PSNR of ``schedule``'s samples on ``inputs`` (the search inputs by default)."""
-        inputs = self._set if inputs is None else inputs
+    def score(self, schedule: Schedule) -> float:
         self._compiled.set_schedule(schedule, log=False)
         self._compiled.reset()
-        samples = self._sampler.sample(self._compiled, inputs.labels, inputs.noise, num_classes=self._num_classes).cpu()
-        value = float(psnr(samples, inputs.reference).mean())
+        samples = self._sampler.sample(self._compiled, self._set.labels, self._set.noise,
+                                       num_classes=self._num_classes).cpu()
+        value = float(psnr(samples, self._set.reference).mean())
         return value if np.isfinite(value) else -1.0
 
     def __call__(self, trial: optuna.Trial) -> float:

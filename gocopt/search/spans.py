@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 import numpy as np
 import torch
@@ -117,8 +117,7 @@ def span_image_steps(steps: int, max_gap: int, history: int, method: str, restar
     if method == "end-to-end":
         return float(work + sum(steps - start[c] for c, _ in spans))
     work += sum(min(steps, c + max_gap) - start[c] for c in range(steps - 1))
-    anchors = [d for d in {round(f * steps) for f in ANCHOR_FRACTIONS} if (d - ANCHOR_GAP, d) in set(spans)]
-    return float(work + sum(steps - start[d - ANCHOR_GAP] for d in anchors))
+    return float(work + sum(steps - start[c] for c, _ in _anchor_spans(steps, set(spans))))
 
 
 def _lookahead_edges(compiled: CachedModel, ddim: DDIMSampler, labels: torch.Tensor, latents: list[torch.Tensor],
@@ -151,20 +150,24 @@ def _damped(table: EdgeTable, run_error) -> EdgeTable:
     denoising steps after it (on the reference model 10–100× at the first steps of 20, ~1× in the
     last quarter), which a one-step prediction cannot see; the factor depends mostly on the end
     step, so it is measured on a few spans run to the end (``ANCHOR_FRACTIONS`` of the run, gap
-    ``ANCHOR_GAP``) and interpolated in log space, exactly 1 at the end. (A one-step clean-sample prediction after
-    each span instead of the latent cost 50 % more and ranked no better, measured.)"""
+    ``ANCHOR_GAP``) and interpolated in log space, exactly 1 at the end. (A one-step clean-sample
+    prediction after each span instead of the latent cost 50 % more and ranked no better, measured.)"""
     steps = table.steps
     anchors: dict[int, float] = {steps: 0.0}
-    for d in sorted({round(f * steps) for f in ANCHOR_FRACTIONS}):
-        c = d - ANCHOR_GAP
-        if (c, d) not in table.error:
-            continue
+    for c, d in _anchor_spans(steps, table.error):
         exact = run_error(span_row(steps, c, d))  # run even where it cannot be used: the work is known up front
         if exact > 0 and table.error[(c, d)] > 0:
             anchors[d] = math.log10(exact / table.error[(c, d)])
     ends = sorted(anchors)
     factors = 10 ** np.interp(np.arange(steps + 1), ends, [anchors[d] for d in ends])
     return EdgeTable(steps, table.max_gap, {(c, d): e * float(factors[d]) for (c, d), e in table.error.items()})
+
+
+def _anchor_spans(steps: int, spans: Container[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans run to the end to measure damping, in step order: one definition for the
+    measurement and for its planned cost."""
+    ends = sorted({round(f * steps) for f in ANCHOR_FRACTIONS})
+    return [(d - ANCHOR_GAP, d) for d in ends if (d - ANCHOR_GAP, d) in spans]
 
 
 def restartable(sampler: Sampler, num_classes: int | None) -> DDIMSampler | None:

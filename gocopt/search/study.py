@@ -116,11 +116,8 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
         bar.close()
         best = study.best_trial
         complete = _count(study, TrialState.COMPLETE)
-    return SearchResult(_candidate(best), float(best.value if best.value is not None else "nan"), study, complete)
-
-
-def _candidate(trial: optuna.trial.FrozenTrial) -> Candidate:
-    return Candidate(**{k: trial.params[k] for k in Candidate.__dataclass_fields__ if k in trial.params})
+    params = {k: best.params[k] for k in Candidate.__dataclass_fields__ if k in best.params}
+    return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study, complete)
 
 
 def _watch_running(backend: optuna.storages.RDBStorage, running: list[optuna.trial.FrozenTrial],
