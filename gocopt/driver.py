@@ -200,8 +200,10 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
         return {"calibration": calibration.to_record(), "edges": edges.to_record()}
 
     search_seeds = [int(seeds[0]), int(seeds[-1]), len(seeds)]
-    measured_for = {"model": identity, "sampler": sampler.describe(), "search_seeds": search_seeds,
-                    "span_seeds": effort.span_seeds, "span_method": effort.span_method, "max_gap": max_gap}
+    # budgets, though only max_gap (derived from them) shapes the record: the refusal names what the user changed
+    measured_for = {"model": identity, "sampler": sampler.describe(), "budgets": list(budgets),
+                    "search_seeds": search_seeds, "span_seeds": effort.span_seeds, "span_method": effort.span_method,
+                    "max_gap": max_gap}
     record = shared_record(storage, study_name, measured_for, measure)  # measured here, or by the study's first
     calibration, edges = Calibration.from_record(record["calibration"]), EdgeTable.from_record(record["edges"])
     flops = np.asarray(compiled.site_flops, dtype=np.float64)

@@ -138,23 +138,40 @@ def _count(study: optuna.Study, state: TrialState) -> int:
 
 def _create_or_load(storage: Any, name: str | None, sampler: optuna.samplers.BaseSampler,
                     metadata: dict[str, Any], shown: str, first: Callable[[], Sequence[Candidate]]) -> optuna.Study:
-    """A new study (recording ``metadata``, its first trials enqueued) or the existing one, if it
-    was made for the same thing."""
+    """The existing study, if it was made for the same thing, or a new one with its first trials
+    queued and then its ``metadata`` recorded.
+
+    The order is what lets workers start together: ``first()`` (a surrogate study can take a
+    minute) runs before the study exists, and the metadata, which every other worker waits for,
+    is written after the queue. A worker that loads the study therefore finds the whole queue and
+    runs its trials, never trials of its own sampler ahead of them; and a dead worker's retry,
+    queued behind at most ``trials`` first candidates, still fits in the study's trials."""
+    if storage is not None:
+        try:
+            return _loaded(storage, name, sampler, metadata, shown)
+        except KeyError:  # no such study yet
+            pass
+    candidates = first()
     try:
         study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=name)
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        recorded = _recorded_metadata(study)
-        check_metadata(recorded, metadata, study.study_name, shown)
-        return study
-    study.set_user_attr(METADATA_KEY, metadata)
-    for candidate in first():  # only the worker that created the study seeds it
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it meanwhile
+        return _loaded(storage, name, sampler, metadata, shown)
+    for candidate in candidates:
         study.enqueue_trial(candidate.as_params())
+    study.set_user_attr(METADATA_KEY, metadata)  # last: whoever sees it sees the queue
+    return study
+
+
+def _loaded(storage: Any, name: str | None, sampler: optuna.samplers.BaseSampler, metadata: dict[str, Any],
+            shown: str) -> optuna.Study:
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    check_metadata(_recorded_metadata(study), metadata, study.study_name, shown)
     return study
 
 
 def _recorded_metadata(study: optuna.Study, wait: float = 10.0) -> dict[str, Any]:
-    """The creator records the metadata right after creating the study: wait that moment out."""
+    """The creator records the metadata right after queueing the new study's first trials: wait that
+    moment out."""
     deadline = time.monotonic() + wait
     while True:
         recorded = study.user_attrs.get(METADATA_KEY)
