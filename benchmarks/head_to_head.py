@@ -33,7 +33,8 @@ from gocopt.report import environment, markdown_table, write_json
 FULL_SPEED = {"models": ("DiT-S/2", "DiT-B/2", "DiT-XL/2"), "batches": (1, 2), "rounds": 2}
 QUICK_SPEED = {"models": ("DiT-S/2",), "batches": (1,), "rounds": 1}
 QUICK_QUALITY = QualitySettings(steps=(10,), budgets=(0.5,), samples=48, timing_samples=2, calibration_samples=16,
-                                batch_size=48, schedules_dir=None, trials=3, threshold_iterations=6)
+                                batch_size=48, schedules_dir=None, trials=3, surrogate_trials=100,
+                                threshold_iterations=6)
 
 QUALITY_COLUMNS = [("label", "method", ""), ("budget", "budget", ".2f"), ("cost", "realised cost", ".3f"),
                    ("psnr_vs_uncached", "PSNR (dB)", ".2f"), ("psnr_vs_uncached_stderr", "± s.e.", ".2f"),

@@ -36,6 +36,7 @@ from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule import GOCConfig, Schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
 from gocopt.schedule.predictors import Predictor, Taylor
+from gocopt.search.effort import Effort
 from gocopt.search.path import best_path, path_mask
 from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans
 from gocopt.timing import timed
@@ -79,6 +80,7 @@ class QualitySettings:
     seed: int = 0
     schedules_dir: Path | None = Path("schedules")  # committed gocopt schedules; None: compile in the run
     trials: int = 40
+    surrogate_trials: int = 1000  # candidates the surrogate ranks before the sampled trials (compiling here)
     threshold_iterations: int = 14
     methods: tuple[str, ...] = field(default=tuple(LABELS))
 
@@ -175,6 +177,7 @@ class QualityBench:
         else:
             compiled = gocopt.compile(self.model, budget, sampler=self.sampler, trials=s.trials,
                                       search_samples=s.calibration_samples, heldout_samples=16, seed=s.seed,
+                                      effort=Effort(surrogate_trials=s.surrogate_trials),
                                       progress=self.progress, evaluator=QualityEvaluator())
         return _schedule_contender("gocopt", budget, compiled, compiled.schedule)
 

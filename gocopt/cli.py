@@ -167,6 +167,8 @@ def cmd_compile(args) -> int:
     effort = Effort.full() if args.effort == "full" else Effort()
     if args.baselines:
         effort = dataclasses.replace(effort, baselines=True)
+    if args.surrogate_trials is not None:
+        effort = dataclasses.replace(effort, surrogate_trials=args.surrogate_trials)
     compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
                               heldout_samples=args.heldout_samples, max_samples=args.max_samples, effort=effort,
                               seed=args.seed, storage=args.storage,
@@ -269,8 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 100 for one budget, +50 per extra budget); the search runs the trials it pays for")
     p.add_argument("--trials", type=int, default=None, help="Optuna trials per budget (default: what the cap pays for)")
     p.add_argument("--search-samples", type=int, default=None,
-                   help="calibration samples, also the search's inputs (default 8; trials are screened on 1 and the "
-                        "best 3 re-scored on all)")
+                   help="calibration samples, also the search's inputs: every trial is scored on all of them "
+                        "(default 8)")
+    p.add_argument("--surrogate-trials", type=int, default=None,
+                   help="candidates per budget ranked by the model-free surrogate before any sampled trial; its best "
+                        "are the first trials (default 1000; 0: none, the search starts from its seed candidates)")
     p.add_argument("--heldout-samples", type=int, default=None,
                    help="held-out samples the result is scored on (default 16, with its standard error)")
     p.add_argument("--effort", choices=("default", "full"), default="default",
@@ -325,7 +330,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); "
                              "use --device cpu, or install a CUDA build of torch (README, GPU)")
     for name, least in (("steps", 2), ("n", 1), ("batch_size", 1), ("trials", 1), ("search_samples", 1),
-                        ("heldout_samples", 1), ("heartbeat", 1), ("max_graphs", 2), ("max_samples", 1)):
+                        ("heldout_samples", 1), ("heartbeat", 1), ("max_graphs", 2), ("max_samples", 1),
+                        ("surrogate_trials", 0)):
         value = getattr(args, name, None)
         if value is not None and value < least:
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be at least {least}")

@@ -10,12 +10,14 @@ def _measured_nothing(*args, **kwargs):
 def shared_calibration_check(model, storage, monkeypatch) -> None:
     """A compile on ``storage`` measures calibration and spans once; a joining worker and a resumed
     leader load them (and run their trials) without measuring anything."""
+    from quick import QUICK
+
     import gocopt
     import gocopt.driver as driver
     from gocopt.search.shared import SUFFIX
 
     kw = dict(steps=6, search_samples=4, heldout_samples=4, storage=storage, study_name="shared", progress=False,
-              heartbeat=None)
+              heartbeat=None, effort=QUICK)
     first = gocopt.compile(model, 0.5, trials=2, **kw)
     monkeypatch.setattr(driver, "calibrate", _measured_nothing)
     monkeypatch.setattr(driver, "measure_spans", _measured_nothing)

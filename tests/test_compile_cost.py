@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from quick import QUICK
 
 from gocopt.compiled import cache_model
 from gocopt.driver import sampler_call, work_meter
@@ -133,7 +134,8 @@ def test_measurements_for_something_else_are_refused(tiny_model, tmp_path):
     import gocopt
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    kw = dict(steps=6, trials=2, heldout_samples=4, storage=url, study_name="shared", progress=False, heartbeat=None)
+    kw = dict(steps=6, trials=2, heldout_samples=4, storage=url, study_name="shared", progress=False, heartbeat=None,
+              effort=QUICK)
     gocopt.compile(tiny_model, 0.5, search_samples=4, **kw)
     with pytest.raises(ScheduleError, match="shared-measurements.*search_seeds"):
         gocopt.compile(tiny_model, 0.5, search_samples=6, **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from quick import QUICK
 
 import gocopt
 from examples.diffusers.tiny import pipeline
@@ -36,7 +37,7 @@ def compiled_pipeline(request):
     original = pipe.transformer
     plain = _run(pipe, inputs[:2], kwargs)
     gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, trials=3, search_samples=4,
-                   heldout_samples=4, progress=False)
+                   heldout_samples=4, effort=QUICK, progress=False)
     return request.param, pipe, inputs, kwargs, original, plain
 
 
@@ -140,7 +141,7 @@ def test_interrupted_run_and_step_callbacks(tmp_path):
     pipe, inputs, kwargs = pipeline("sd3")
     pipe.set_progress_bar_config(disable=True)
     gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, trials=2, search_samples=4,
-                   heldout_samples=4, progress=False)
+                   heldout_samples=4, effort=QUICK, progress=False)
     reference = _run(pipe, inputs[:1], kwargs)
     seen = []
 

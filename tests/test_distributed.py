@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
+from quick import SURROGATE_TRIALS
 
 from gocopt.search.storage import get_storage
 
@@ -85,7 +86,8 @@ def _compile(url: str, out: Path, *extra: str, steps: int = 6, budget: str = "0.
     """`gocopt compile` as a user runs it, with a short heartbeat so a dead worker is noticed in seconds."""
     command = [sys.executable, "-m", "gocopt", "compile", "--model", model, "--steps", str(steps), "--budget", budget,
                "--trials", str(TRIALS), "--search-samples", str(samples), "--heldout-samples", "8",
-               "--storage", url, "--study-name", "shared", "--heartbeat", "1", "--out", str(out), *extra]
+               "--storage", url, "--study-name", "shared", "--heartbeat", "1",
+               "--surrogate-trials", str(SURROGATE_TRIALS), "--out", str(out), *extra]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

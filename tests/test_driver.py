@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from quick import QUICK, SURROGATE_TRIALS
 
 import gocopt
 from gocopt.errors import ScheduleError
@@ -12,11 +13,11 @@ from gocopt.search.effort import Effort
 
 def _compile_tiny(tiny_model, **kw):
     return gocopt.compile(tiny_model, kw.pop("budget", 0.5), steps=8, trials=kw.pop("trials", 8), search_samples=8,
-                          heldout_samples=8, progress=False, **kw)
+                          heldout_samples=8, progress=False, **{"effort": QUICK, **kw})
 
 
 def test_compile_returns_a_saveable_model_within_budget(tiny_model, tmp_path):
-    compiled = _compile_tiny(tiny_model, effort=Effort(baselines=True))
+    compiled = _compile_tiny(tiny_model, effort=Effort(baselines=True, surrogate_trials=SURROGATE_TRIALS))
     schedule = compiled.schedule
     assert schedule.cost(compiled.site_flops) <= 0.5
     assert schedule.provenance["search"]["trials"] == 8
@@ -60,7 +61,8 @@ def test_the_recorded_cost_is_the_model_work_actually_done(tiny_model, tmp_path)
     before any of it said exactly that, phase by phase."""
     _CountingDDIM.image_steps = 0
     compiled = gocopt.compile(tiny_model, 0.4, sampler=_CountingDDIM(steps=8, guidance_scale=4.0), trials=3,
-                              search_samples=8, heldout_samples=8, effort=Effort(baselines=True), progress=False)
+                              search_samples=8, heldout_samples=8,
+                              effort=Effort(baselines=True, surrogate_trials=SURROGATE_TRIALS), progress=False)
     work = compiled.schedule.provenance["work"]
     tracing = work["phases"]["tracing"]
     assert work["total"]["image_steps"] - tracing["image_steps"] == _CountingDDIM.image_steps
@@ -79,7 +81,7 @@ def test_the_recorded_cost_is_the_model_work_actually_done(tiny_model, tmp_path)
 def test_a_default_compile_spends_at_most_its_cap_and_what_it_planned(tiny_model):
     """No trials given: the search runs what the default cap (100 for one budget) pays for, and the
     meter agrees with the plan."""
-    compiled = gocopt.compile(tiny_model, 0.4, steps=8, progress=False)
+    compiled = gocopt.compile(tiny_model, 0.4, steps=8, effort=QUICK, progress=False)
     work = compiled.schedule.provenance["work"]
     assert work["max_samples"] == 100
     assert work["total"]["sample_equivalents"] <= 100
@@ -92,11 +94,11 @@ def test_an_impossible_cap_is_refused_before_any_work_with_the_least_that_works(
     hook = tiny_model.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
         with pytest.raises(ScheduleError, match=r"max_samples=20 cannot pay.*use max_samples >= (\d+)") as info:
-            gocopt.compile(tiny_model, 0.4, steps=8, max_samples=20, progress=False)
+            gocopt.compile(tiny_model, 0.4, steps=8, max_samples=20, effort=QUICK, progress=False)
     finally:
         hook.remove()
     assert not calls  # refused before tracing, calibration or any sample
     least = int(info.value.args[0].split("max_samples >= ")[1].split(",")[0])
-    compiled = gocopt.compile(tiny_model, 0.4, steps=8, max_samples=least, progress=False)
+    compiled = gocopt.compile(tiny_model, 0.4, steps=8, max_samples=least, effort=QUICK, progress=False)
     assert compiled.schedule.provenance["work"]["total"]["sample_equivalents"] <= least
     assert compiled.schedule.provenance["search"]["trials"] == 2

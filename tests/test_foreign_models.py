@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 from foreign_models import OriginalDiT, UViT, UViTWithOddParts
+from quick import QUICK
 from torch import nn
 
 import gocopt
@@ -37,7 +38,7 @@ def test_the_original_dit_class_compiles_and_loads_with_no_extra_arguments(tmp_p
     assert not hasattr(model, "num_classes") and not hasattr(model, "input_size")
     assert dit_spec(model).num_classes == 10 and dit_spec(model).latent_shape == (1, 8, 8)
     compiled = gocopt.compile(model, budget=0.5, steps=6, trials=2, search_samples=4, heldout_samples=4,
-                              progress=False)
+                              effort=QUICK, progress=False)
     assert compiled.schedule.cost(compiled.site_flops) <= 0.5 and len(compiled.sites) == 4
     path = tmp_path / "original.json"
     compiled.save(path)
@@ -161,7 +162,7 @@ def test_a_bfloat16_model_compiles_at_its_budget():
     model = random_dit("DiT-Tiny", torch.bfloat16, torch.device("cpu"))  # adaLN random: the gates are not zero
     pixel_space = DDIMSampler(steps=6, guidance_scale=4.0)  # 8×8 images: x0 clipped, as the caller knows
     compiled = gocopt.compile(model, 0.5, sampler=pixel_space, trials=2, search_samples=4, heldout_samples=4,
-                              progress=False)
+                              effort=QUICK, progress=False)
     schedule = compiled.schedule
     held = schedule.provenance["quality"]["heldout"]
     assert schedule.cost(compiled.site_flops) <= 0.5 and schedule.fingerprint["dtype"] == "bfloat16"

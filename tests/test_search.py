@@ -87,8 +87,9 @@ import sys
 sys.path.insert(0, {tests!r})
 import gocopt
 from gocopt.models import model_by_name
+from quick import QUICK
 gocopt.compile(model_by_name("DiT-Tiny", seed=0), 0.5, steps=8, trials={trials}, search_samples=8, heldout_samples=4,
-               storage={storage!r}, study_name="shared", progress=False, join={join})
+               storage={storage!r}, study_name="shared", progress=False, join={join}, effort=QUICK)
 """
 
 

@@ -14,6 +14,7 @@ import threading
 
 import pytest
 import torch
+from quick import QUICK
 
 import gocopt
 from gocopt.errors import GocoptError, ScheduleError
@@ -276,7 +277,7 @@ def test_pipelines_sharing_one_transformer_equal_each_alone():
     pipe, inputs, kwargs = pipeline("dit")
     pipe.set_progress_bar_config(disable=True)
     gocopt.compile(pipe, 0.5, steps=5, inputs=inputs, call_kwargs=kwargs, trials=2, search_samples=4,
-                   heldout_samples=2, progress=False)
+                   heldout_samples=2, effort=QUICK, progress=False)
     other = diffusers.DiTPipeline(transformer=pipe.transformer.original, vae=pipe.vae,
                                   scheduler=diffusers.DDIMScheduler.from_config(pipe.scheduler.config))
     other.set_progress_bar_config(disable=True)
