@@ -21,17 +21,18 @@ import contextlib
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 import gocopt
 from gocopt.atomic import atomic_write_text
+from gocopt.integrations.diffusers import PIPELINE_EFFORT
 from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
 from gocopt.report import environment, markdown_table, write_json
-from gocopt.search.effort import Effort
 from gocopt.timing import timed
 from gocopt.trace.flops import count_flops
 
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe, _ = _pipeline()
     gocopt.compile(pipe, args.budget, steps=args.steps, inputs=[{"class_labels": c} for c in range(10)],
                    call_kwargs={"guidance_scale": 4.0}, trials=trials, search_samples=16 if args.quick else 64,
-                   heldout_samples=8 if args.quick else 64, effort=Effort(surrogate_trials=100 if args.quick else 1000))
+                   heldout_samples=8 if args.quick else 64,
+                   effort=replace(PIPELINE_EFFORT, surrogate_trials=100) if args.quick else None)
     rows.append(score("gocopt compile", pipe, f"budget {args.budget}, {trials} trials"))
     target = rows[-1]["cost"]  # equal cost means gocopt's measured cost, not its site-FLOP budget
     for name, (configure, knobs) in diffusers_caches(args.steps).items():

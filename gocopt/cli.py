@@ -167,8 +167,7 @@ def cmd_compile(args) -> int:
     effort = Effort.full() if args.effort == "full" else Effort()
     if args.baselines:
         effort = dataclasses.replace(effort, baselines=True)
-    if args.surrogate_trials is not None:
-        effort = dataclasses.replace(effort, surrogate_trials=args.surrogate_trials)
+    effort = effort.with_overrides(surrogate_trials=args.surrogate_trials)
     compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
                               heldout_samples=args.heldout_samples, max_samples=args.max_samples, effort=effort,
                               seed=args.seed, storage=args.storage,

@@ -169,6 +169,11 @@ def capture_call(pipe: Any, sampler: PipelineSampler, seed: int) -> tuple[tuple,
     return first_call(transformer, lambda: sampler.sample(transformer, torch.tensor([0]), torch.tensor([seed])))
 
 
+# A pipeline's default samples per phase: 16 search samples, the span table on 2 of them (its spans
+# run whole, no restart mid-run: each seed costs 1.5x what the lookahead table costs a DiT).
+PIPELINE_EFFORT = Effort(search_samples=16, span_seeds=2)
+
+
 def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs: Sequence[dict[str, Any]],
                      steps: int = 20, call_kwargs: dict | None = None, trials: int | None = None,
                      search_samples: int | None = None, heldout_samples: int | None = None,
@@ -191,7 +196,7 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
         check_budget(b, steps)
     remove(pipe)
     sampler = PipelineSampler(pipe, inputs, steps, call_kwargs)
-    plan = plan_compile(effort or Effort(search_samples=16, span_seeds=2), sampler, budgets, None, trials=trials,
+    plan = plan_compile(effort or PIPELINE_EFFORT, sampler, budgets, None, trials=trials,
                         search_samples=search_samples, heldout_samples=heldout_samples, max_samples=max_samples)
     search_samples, heldout_samples = plan.effort.search_samples, plan.effort.heldout_samples
     transformer = _original_transformer(pipe)
