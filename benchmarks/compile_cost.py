@@ -39,6 +39,13 @@ from gocopt.search.effort import Effort
 
 BUDGETS = (0.25, 0.35, 0.5, 0.75)
 HEAD_TO_HEAD = Path("docs/benchmarks/head_to_head.json")
+QUALITY_BOUND_DB = 0.3  # issue #20: held-out PSNR within 0.3 dB of the 0.1 settings in every cell
+
+
+def work_bound(steps: int, budgets: str) -> float:
+    """Issue #20's bound on a default compile: 100 uncached-sample equivalents for one budget at
+    DDIM-20, 150 at DDIM-50, 250 for all four budgets in one compile."""
+    return 250.0 if budgets == "all four" else (100.0 if steps <= 20 else 150.0)
 # Each lever of the new defaults put back to its 0.1 setting, one at a time (four budgets, no cap):
 # what it saves is the difference in model work, what it costs the difference in PSNR.
 LEVERS = {
@@ -108,6 +115,8 @@ def run(steps_list: tuple[int, ...], samples: int, ablate: tuple[int, ...]) -> d
                     "best_params": schedule.provenance["search"]["best_params"],
                     "best_peer": None if peer is None else peer[0],
                     "best_peer_psnr": None if peer is None else peer[1],
+                    "within_0.3dB": bool(diff.mean() >= -QUALITY_BOUND_DB),
+                    "above_best_peer": None if peer is None else bool(values[name].mean() >= peer[1]),
                 })
             print(f"DDIM-{steps} b={b}: " + ", ".join(f"{n} {float(v.mean()):.2f}" for n, v in values.items()),
                   flush=True)
@@ -120,7 +129,9 @@ def _compile_row(steps: int, settings: str, budgets: str, work: dict, seconds: f
                        if w["model_calls"])
     return {"steps": steps, "settings": settings, "budgets": budgets, "max_samples": work.get("max_samples"),
             "sample_equivalents": work["total"]["sample_equivalents"], "phases": phases,
-            "planned": work.get("planned"), "seconds": seconds}
+            "planned": work.get("planned"), "seconds": seconds,
+            "within_bound": None if settings != "new defaults" else
+            bool(work["total"]["sample_equivalents"] <= work_bound(steps, budgets) + 1e-9)}
 
 
 def _psnr(model, schedule, sampler, evaluation, noise, uncached) -> torch.Tensor:
@@ -139,19 +150,37 @@ def markdown(result: dict) -> str:
     compiles = markdown_table(result["compiles"], [
         ("steps", "DDIM", ""), ("settings", "settings", ""), ("budgets", "budgets", ""),
         ("max_samples", "cap", ""), ("sample_equivalents", "uncached-sample equivalents", ".1f"),
-        ("seconds", "seconds (CPU)", ".0f"), ("phases", "by phase", "")])
+        ("seconds", "seconds (CPU)", ".0f"), ("within_bound", "within #20's bound", ""), ("phases", "by phase", "")])
     cells = markdown_table(result["cells"], [
         ("steps", "DDIM", ""), ("budget", "budget", ""), ("settings", "settings", ""), ("cost", "cost", ".3f"),
         ("psnr", "PSNR (dB)", ".2f"), ("psnr_stderr", "± s.e.", ".2f"), ("diff_vs_0.1", "vs 0.1 settings", "+.2f"),
         ("diff_stderr", "± s.e.", ".2f"), ("compile_heldout_psnr", "compile's own held-out", ".2f"),
-        ("compile_heldout_samples", "on", ""), ("best_peer_psnr", "best peer (head-to-head)", ".2f")])
+        ("compile_heldout_samples", "on", ""), ("best_peer_psnr", "best peer (head-to-head)", ".2f"),
+        ("within_0.3dB", "within 0.3 dB", ""), ("above_best_peer", "≥ best peer", "")])
     return (
         "# Compile cost: gocopt 0.1's settings next to the new defaults\n\n"
         "Reference model, one run (`python -m benchmarks.compile_cost`); model work in uncached-sample "
         "equivalents (image-steps ÷ steps, counted by the compile's own meter, every cached call counted in full); "
         f"quality on {result['evaluation_samples']} evaluation seeds no compile saw (the head-to-head's), PSNR vs "
-        "uncached; the difference is paired.\n\n## What each compile spent\n\n"
+        "uncached; the difference is paired.\n\n"
+        f"{verdict(result)}\n\n## What each compile spent\n\n"
         f"{compiles}\n\n## What it bought\n\n{cells}\n\n{environment_line(result)}\n")
+
+
+def verdict(result: dict) -> str:
+    """Issue #20's bounds, counted from the rows: model work per default compile, and quality of
+    the four-budget default compile per cell (within 0.3 dB of the 0.1 settings, ≥ the best peer)."""
+    defaults = [r for r in result["compiles"] if r["settings"] == "new defaults"]
+    cells = [c for c in result["cells"] if c["settings"] == "new defaults"]
+    within = [c for c in cells if c["within_0.3dB"]]
+    above = [c for c in cells if c["above_best_peer"]]
+    worst = min(cells, key=lambda c: c["diff_vs_0.1"])
+    return (f"**Bounds (issue #20).** Model work: {sum(r['within_bound'] for r in defaults)} of {len(defaults)} "
+            f"default compiles within their bound (≤ 100 for one budget at DDIM-20, ≤ 150 at DDIM-50, ≤ 250 for "
+            f"four). Quality of the four-budget default compile: {len(within)} of {len(cells)} cells within "
+            f"0.3 dB of the 0.1 settings (worst: DDIM-{worst['steps']}/{worst['budget']:g}, "
+            f"{worst['diff_vs_0.1']:+.2f} ± {worst['diff_stderr']:.2f} dB); {len(above)} of {len(cells)} at or above "
+            "the best peer of the committed head-to-head.")
 
 
 def environment_line(result: dict) -> str:
@@ -165,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablate-steps", type=int, nargs="*", default=[20],
                         help="step counts at which each lever is also put back alone")
     parser.add_argument("--out", default="docs/benchmarks/compile_cost")
+    parser.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json (no measuring)")
     args = parser.parse_args(argv)
+    if args.render:
+        atomic_write_text(f"{args.out}.md", markdown(json.loads(Path(f"{args.out}.json").read_text())))
+        return 0
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     result = {**run(tuple(args.steps), args.samples, tuple(args.ablate_steps)), "environment": environment(),
               "command": f"python -m benchmarks.compile_cost --steps {' '.join(map(str, args.steps))} "

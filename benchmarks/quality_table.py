@@ -22,9 +22,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import gocopt
+from benchmarks.peers.budcache import budcache_row
+from benchmarks.peers.dpcache import dp_path, forecast_errors
 from benchmarks.peers.first_block_cache import FirstBlockCache
+from benchmarks.peers.l2p import l2p_predictor
+from benchmarks.peers.lemica import lexicographic_minimax_path
 from benchmarks.peers.smoothcache import smoothcache_mask
-from benchmarks.peers.taylorseer import taylorseer_mask
+from benchmarks.peers.taylorseer import TaylorSeerForecast, taylorseer_mask, warmup_steps
 from gocopt.calibrate import calibrate
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.driver import SEARCH_SEED_BASE
@@ -35,10 +39,10 @@ from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule import GOCConfig, Schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
-from gocopt.schedule.predictors import Predictor, Taylor
+from gocopt.schedule.predictors import Predictor
 from gocopt.search.effort import Effort
-from gocopt.search.path import best_path, path_mask
-from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans
+from gocopt.search.path import path_mask
+from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans, span_image_steps
 from gocopt.timing import timed
 
 BENCHMARK_SEED_BASE = 30_000  # disjoint from gocopt.compile's search (10_000+) and held-out (20_000+) seeds
@@ -49,11 +53,20 @@ LABELS = {
     "l2c": "L2C-like static, plain",
     "smoothcache": "SmoothCache-style (calibration + threshold)",
     "first_block_cache": "FirstBlockCache/TeaCache-style (dynamic, probe counted)",
-    "taylorseer": "TaylorSeer-style, 1st order on interval-K",
-    "taylorseer2": "TaylorSeer-style, 2nd order, warm-up + every N",
-    "lemica": "LeMiCa-style global path (whole model, plain reuse)",
+    "taylorseer": "TaylorSeer, 1st order on FORA's interval-K",
+    "taylorseer_fora2": "TaylorSeer, 2nd order on FORA's interval-K",
+    "taylorseer1": "TaylorSeer, 1st order, warm-up + every N",
+    "taylorseer2": "TaylorSeer, 2nd order, warm-up + every N",
+    "l2p": "L2P-style (whole-history weights per step, least squares) on FORA's interval-K",
+    "dpcache": "DPCache/CEM-style (path-aware DP over calibration errors + TaylorSeer 1st order)",
+    "budcache": "BudCache-style (full steps searched by annealing + hill climbing, plain reuse)",
+    "lemica": "LeMiCa (lexicographic minimax path, whole model, plain reuse)",
+    "composite": "best composite: a peer's placement × a peer's forecast, picked on the span seeds",
     "gocopt": "gocopt compile (searched mask + predictor)",
 }
+PLACEMENTS = {"fora": "FORA's interval", "lemica": "LeMiCa's path", "dpcache": "DPCache's path",
+              "budcache": "BudCache's steps"}  # the whole-step masks the composites combine
+FORECASTS = ("plain", "GOC (paper)", "TaylorSeer 1st", "TaylorSeer 2nd", "L2P")
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Contender:
     model: Callable[..., torch.Tensor]
     reset: Callable[[], None]
     run_cost: Callable[[], float]
+    detail: str = ""  # what a composite row chose
 
 
 @dataclass
@@ -85,12 +99,13 @@ class QualitySettings:
     methods: tuple[str, ...] = field(default=tuple(LABELS))
 
 
-def _schedule_contender(method: str, budget: float, compiled: CachedModel, schedule: Schedule) -> Contender:
+def _schedule_contender(method: str, budget: float, compiled: CachedModel, schedule: Schedule,
+                        detail: str = "") -> Contender:
     def reset() -> None:
         compiled.set_schedule(schedule, log=False)  # several contenders share one compiled model
 
     cost = schedule.cost(compiled.site_flops)
-    return Contender(method, budget, compiled, reset, lambda: cost)
+    return Contender(method, budget, compiled, reset, lambda: cost, detail)
 
 
 def _first_block_contender(budget: float, fbc: FirstBlockCache) -> Contender:
@@ -111,6 +126,8 @@ class QualityBench:
         self.calib_labels, self.calib_noise = calib.labels, initial_noise(calib.seeds, shape)
         self.calibration = calibrate(self.compiled, self.sampler, self.calib_labels, self.calib_noise,
                                      num_classes=model.num_classes, seeds=calib.seeds)
+        self._forecast_errors: np.ndarray | None = None  # DPCache's table, made on first use
+        self._masks: dict[tuple[str, float], np.ndarray] = {}  # each searched placement once per budget
         seeds = slice(0, SPAN_SEEDS)  # LeMiCa's spans: whole-model plain reuse, end-to-end error
         self.plain_spans = measure_spans(self.compiled, self.sampler, self.calib_labels[seeds], self.calib_noise[seeds],
                                          self.calibration.samples[seeds], gram=None, num_classes=model.num_classes,
@@ -120,15 +137,89 @@ class QualityBench:
         return Schedule(mask, self.ids, tuple(self.sampler.timesteps), predictor or GOCConfig(), name)
 
     def lemica_mask(self, budget: float) -> np.ndarray:
-        """LeMiCa: the whole model computed at the steps of the least-error path that fits the budget."""
+        """LeMiCa: the whole model computed at the steps of the lexicographic minimax path that fits the budget."""
         steps = self.sampler.steps
-        return path_mask(best_path(self.plain_spans, int(np.floor(budget * steps + 1e-9))), steps, len(self.ids))
+        path = lexicographic_minimax_path(self.plain_spans, int(np.floor(budget * steps + 1e-9)))
+        return path_mask(path, steps, len(self.ids))
+
+    def dpcache_mask(self, budget: float) -> np.ndarray:
+        """DPCache: the whole model computed at the steps of the least path-aware forecast error."""
+        steps, max_gap = self.sampler.steps, max_gap_for(self.settings.budgets, self.sampler.steps)
+        if self._forecast_errors is None:
+            self._forecast_errors = forecast_errors(self.calibration.gram, max_gap)
+        path = dp_path(self._forecast_errors, int(np.floor(budget * steps + 1e-9)), max_gap)
+        return path_mask(path, steps, len(self.ids))
+
+    @torch.no_grad()
+    def budcache_mask(self, budget: float) -> np.ndarray:
+        """BudCache: floor(budget · steps) full steps, placed by annealing + hill climbing against
+        the uncached output on gocopt's span seeds, with the model work of gocopt's span table
+        (one evaluation = one run of those seeds); starts from the evenly spaced steps."""
+        steps, n = self.sampler.steps, len(self.ids)
+        seeds = slice(0, Effort().span_seeds)
+        labels, noise, reference = self.calib_labels[seeds], self.calib_noise[seeds], self.calibration.samples[seeds]
+        work = span_image_steps(steps, max_gap_for(self.settings.budgets, steps), 3, "lookahead", True) / steps
+        computes = int(np.floor(budget * steps + 1e-9))
+        start = np.zeros(steps, dtype=bool)
+        start[np.round(np.linspace(0, steps, computes, endpoint=False)).astype(int)] = True
+
+        def score(row: np.ndarray) -> float:
+            self.compiled.set_schedule(self.schedule(np.repeat(row[:, None], n, axis=1), "budcache"), log=False)
+            self.compiled.reset()
+            out = self.sampler.sample(self.compiled, labels, noise, num_classes=self.model.num_classes)
+            return float(((out - reference) ** 2).mean())
+
+        row = budcache_row(score, start, evaluations=max(1, int(work)), seed=self.settings.seed)
+        return np.repeat(row[:, None], n, axis=1)
+
+    def placement(self, method: str, budget: float) -> np.ndarray:
+        """A peer's whole-step mask at ``budget`` (searched ones made once, shared with the composites)."""
+        if (method, budget) not in self._masks:
+            make = {"fora": lambda: interval_at_budget(self.sampler.steps, len(self.ids), budget),
+                    "lemica": lambda: self.lemica_mask(budget), "dpcache": lambda: self.dpcache_mask(budget),
+                    "budcache": lambda: self.budcache_mask(budget)}[method]
+            self._masks[(method, budget)] = make()
+        return self._masks[(method, budget)]
+
+    def forecast(self, name: str, mask: np.ndarray) -> Predictor:
+        """A peer's forecast for ``mask``, by its name in ``FORECASTS``."""
+        if name == "plain":
+            return GOCConfig()
+        if name == "GOC (paper)":
+            return paper_goc(self.sampler.steps)
+        if name.startswith("TaylorSeer"):
+            return TaylorSeerForecast(1 if "1st" in name else 2, warmup=warmup_steps(mask))
+        return l2p_predictor(mask, self.calibration.gram)
+
+    @torch.no_grad()
+    def composite(self, budget: float) -> Contender:
+        """Every peer placement × every peer forecast, scored on gocopt's span seeds against the
+        uncached run (model work: one run of those seeds per pair, stated in the docs); the best."""
+        seeds = slice(0, Effort().span_seeds)
+        labels, noise, reference = self.calib_labels[seeds], self.calib_noise[seeds], self.calibration.samples[seeds]
+        scored = []
+        for placement in PLACEMENTS:
+            mask = self.placement(placement, budget)
+            for name in FORECASTS:
+                schedule = self.schedule(mask, f"{placement} + {name}", self.forecast(name, mask))
+                self.compiled.set_schedule(schedule, log=False)
+                self.compiled.reset()
+                out = self.sampler.sample(self.compiled, labels, noise, num_classes=self.model.num_classes)
+                scored.append((float(((out - reference) ** 2).mean()), placement, name, schedule))
+        _, placement, name, schedule = min(scored, key=lambda item: item[0])
+        return _schedule_contender("composite", budget, self.compiled, schedule, f"{PLACEMENTS[placement]} + {name}")
 
     def contenders(self, budget: float) -> list[Contender]:
         steps, n = self.sampler.steps, len(self.ids)
         fora = interval_at_budget(steps, n, budget)
         paper = paper_goc(steps)
         smooth = smoothcache_mask(self.calibration.matrix("rel_change").numpy(), self.flops, budget)
+        seer = taylorseer_mask(steps, n, budget)
+
+        def taylorseer(method: str, mask: np.ndarray, order: int) -> Contender:
+            forecast = TaylorSeerForecast(order, warmup=warmup_steps(mask))
+            return _schedule_contender(method, budget, self.compiled, self.schedule(mask, method, forecast))
+
         builders: dict[str, Callable[[], Contender]] = {
             "fora": lambda: _schedule_contender("fora", budget, self.compiled, self.schedule(fora, "fora")),
             "fora_goc_paper": lambda: _schedule_contender("fora_goc_paper", budget, self.compiled,
@@ -138,12 +229,18 @@ class QualityBench:
             "smoothcache": lambda: _schedule_contender("smoothcache", budget, self.compiled,
                                                        self.schedule(smooth, "smoothcache")),
             "first_block_cache": lambda: _first_block_contender(budget, self.first_block_cache(budget)),
-            "taylorseer": lambda: _schedule_contender("taylorseer", budget, self.compiled,
-                                                      self.schedule(fora, "taylorseer", Taylor(1))),
-            "taylorseer2": lambda: _schedule_contender("taylorseer2", budget, self.compiled, self.schedule(
-                taylorseer_mask(steps, n, budget), "taylorseer2", Taylor(2))),
+            "taylorseer": lambda: taylorseer("taylorseer", fora, 1),
+            "taylorseer_fora2": lambda: taylorseer("taylorseer_fora2", fora, 2),
+            "taylorseer1": lambda: taylorseer("taylorseer1", seer, 1),
+            "taylorseer2": lambda: taylorseer("taylorseer2", seer, 2),
+            "l2p": lambda: _schedule_contender("l2p", budget, self.compiled, self.schedule(
+                fora, "l2p", l2p_predictor(fora, self.calibration.gram))),
+            "dpcache": lambda: taylorseer("dpcache", self.placement("dpcache", budget), 1),
+            "budcache": lambda: _schedule_contender("budcache", budget, self.compiled,
+                                                    self.schedule(self.placement("budcache", budget), "budcache")),
             "lemica": lambda: _schedule_contender("lemica", budget, self.compiled,
-                                                  self.schedule(self.lemica_mask(budget), "lemica")),
+                                                  self.schedule(self.placement("lemica", budget), "lemica")),
+            "composite": lambda: self.composite(budget),
             "gocopt": lambda: self.gocopt(budget),
         }
         return [builders[m]() for m in self.settings.methods if m in builders]
@@ -254,7 +351,8 @@ def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = T
             speedup, per_image = batch_one_speedup(contender, model, sampler, labels[timing], noise[timing],
                                                    num_classes=model.num_classes)
             rows.append({"steps": steps, "budget": budget, "method": contender.method,
-                         "label": LABELS[contender.method], "cost": cost, "speedup": speedup,
+                         "label": LABELS[contender.method] + (f" ({contender.detail})" if contender.detail else ""),
+                         "detail": contender.detail or None, "cost": cost, "speedup": speedup,
                          "seconds_per_image": per_image, **evaluator.score(cached, labels, reference=uncached),
                          "samples": len(labels)})
     return rows, uncached_facts

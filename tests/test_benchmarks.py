@@ -9,13 +9,18 @@ import pytest
 import torch
 from conftest import OneSiteModel, site_run
 
+from benchmarks.peers.budcache import budcache_row
+from benchmarks.peers.dpcache import dp_path, forecast_errors
 from benchmarks.peers.first_block_cache import FirstBlockCache
+from benchmarks.peers.l2p import l2p_predictor
+from benchmarks.peers.lemica import lexicographic_minimax_path
 from benchmarks.peers.smoothcache import smoothcache_mask, threshold_mask
-from benchmarks.peers.taylorseer import taylorseer_mask
+from benchmarks.peers.taylorseer import TaylorSeerForecast, taylorseer_mask
 from gocopt.compiled import cache_model
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule import Schedule
 from gocopt.schedule.predictors import Taylor
+from gocopt.search.path import EdgeTable, best_path
 
 
 def test_taylorseer_extrapolates_from_the_last_two_computed_values():
@@ -27,6 +32,34 @@ def test_taylorseer_extrapolates_from_the_last_two_computed_values():
     assert used == pytest.approx([1.0, 1.0, 3.0, 4.0, 5.0])
 
 
+def test_taylorseer_forecast_one_interval_ahead_is_its_truncated_series_not_the_polynomial():
+    """FORA's mask, every 3rd step: one interval after the last compute (x = N) TaylorSeer's
+    order 2 is F + N·f₁ + N²/2·f₂ with f₁ = ΔF/N, f₂ = Δ²F/N²: 2.5, −2, 0.5 (the interpolating
+    polynomial would be 3, −3, 1); order 1 is 2, −1."""
+    mask = np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 0], dtype=bool)[:, None]
+    assert dict(TaylorSeerForecast(2, warmup=1).actions(mask)[9][0].terms) == pytest.approx({3: 2.5, 6: -2.0, 9: 0.5})
+    assert dict(TaylorSeerForecast(1, warmup=1).actions(mask)[9][0].terms) == pytest.approx({3: 2.0, 6: -1.0})
+    # before the second compute: plain reuse; before the third: order 1 only
+    assert TaylorSeerForecast(2, warmup=1).actions(mask)[1][0].is_plain
+    assert dict(TaylorSeerForecast(2, warmup=1).actions(mask)[4][0].terms) == pytest.approx({1: 4 / 3, 4: -1 / 3})
+
+
+def test_taylorseer_forecast_after_its_warm_up_divides_by_the_latest_gap():
+    """Warm-up 2 (steps 0, 1), then a compute at 4: f₁ = (F4 − F1)/3, f₂ = (f₁ − (F1 − F0))/3, so
+    step 5 (x = 1) is F4 + f₁ + f₂/2 = 25/18·F4 − 5/9·F1 + 1/6·F0. Run through the step plans on a
+    one-site model: the value each step used is that combination of the values it computed."""
+    mask = np.array([1, 1, 0, 0, 1, 0], dtype=bool)[:, None]
+    forecast = TaylorSeerForecast(2, warmup=2)
+    assert dict(forecast.actions(mask)[5][0].terms) == pytest.approx({1: 25 / 18, 4: -5 / 9, 5: 1 / 6})
+    compiled = cache_model(OneSiteModel(), None, (torch.zeros(1, 1, dtype=torch.float64), torch.tensor([5])))
+    compiled.set_schedule(Schedule(mask, ("blocks.0.attn",), None, forecast, "taylorseer"))
+    f0, f1, f4 = 1.0, 2.0, 7.0
+    used, _ = site_run(compiled, [f0, f1, 0.0, 0.0, f4, 0.0], (5, 4, 3, 2, 1, 0))
+    # step 2 and 3: order 1 from the warm-up pair (f₂ needs a third compute), x = 1 and 2
+    assert used == pytest.approx([f0, f1, f1 + (f1 - f0), f1 + 2 * (f1 - f0), f4,
+                                  25 / 18 * f4 - 5 / 9 * f1 + 1 / 6 * f0])
+
+
 @pytest.mark.parametrize("steps", [20, 50])
 @pytest.mark.parametrize("budget", [0.25, 0.35, 0.5, 0.75])
 def test_taylorseer_shape_warms_up_then_computes_every_n_within_the_budget(steps, budget):
@@ -35,6 +68,114 @@ def test_taylorseer_shape_warms_up_then_computes_every_n_within_the_budget(steps
     assert row[:2].all() and row.mean() <= budget and row.mean() > budget - 2 / steps
     gaps = np.diff(computed[computed >= np.argmin(row) - 1])
     assert len(set(gaps.tolist())) == 1  # after the warm-up: one compute every N steps
+
+
+def test_lemica_bounds_the_worst_span_where_the_sum_would_not():
+    """4 steps, 2 computes: [0, 1] reuses 2–3 (error 5), [0, 2] reuses 1 and 3 (3 + 3), [0, 3] reuses
+    1–2 (5.5). The least sum is [0, 1]; LeMiCa's least worst span is [0, 2]."""
+    table = EdgeTable(4, 4, {(0, 2): 3.0, (2, 4): 3.0, (1, 4): 5.0, (0, 3): 5.5, (0, 4): 99.0, (1, 3): 99.0})
+    assert best_path(table, 2) == [0, 1]
+    assert lexicographic_minimax_path(table, 2) == [0, 2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lemica_path_is_the_lexicographic_minimax_of_all_paths(seed):
+    """Against brute force over every path: errors sorted largest first, compared lexicographically."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    steps, max_gap, computes = 9, 4, 4
+    spans = [(c, d) for c in range(steps) for d in range(c + 2, min(steps, c + max_gap) + 1)]
+    table = EdgeTable(steps, max_gap, {span: float(rng.integers(1, 6)) for span in spans})  # many ties
+
+    def key(path):
+        ends = [*path[1:], steps]
+        weights = [0.0 if (d == steps and c == steps - 1) else table.weight(c, d) for c, d in zip(path, ends)]
+        return tuple(sorted(weights, reverse=True))
+
+    paths = [[0, *rest] for rest in itertools.combinations(range(1, steps), computes - 1)]
+    finite = [p for p in paths if np.isfinite(key(p)).all()]
+    least = min(key(p) for p in finite)
+    assert key(lexicographic_minimax_path(table, computes)) == least
+
+
+def _gram(trajectories: np.ndarray) -> np.ndarray:
+    """``(sites, steps, steps)`` inner products of ``(sites, steps, features)`` trajectories."""
+    return np.einsum("isf,itf->ist", trajectories, trajectories)
+
+
+def test_l2p_recovers_a_linear_law_shared_by_all_sites():
+    """Every site follows v[3] = 2 v[2] − v[0] + 0.5 v[1]: L2P's weights for step 3 over the whole
+    history (steps 0–2 computed) are exactly those, at every site, ages nearest first."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(3, 5, 40))  # 3 sites, 5 steps, 40 features
+    v[:, 3] = 2 * v[:, 2] - v[:, 0] + 0.5 * v[:, 1]
+    mask = np.array([1, 1, 1, 0, 1], dtype=bool)[:, None].repeat(3, axis=1)
+    fitted = l2p_predictor(mask, _gram(v))
+    for i in range(3):
+        assert dict(fitted.terms[(3, i)]) == pytest.approx({1: 2.0, 2: 0.5, 3: -1.0}, abs=1e-6)
+
+
+def test_l2p_weights_are_one_least_squares_fit_over_all_sites():
+    """Where no law holds, the weights are the least-squares solution over every site's features
+    stacked (not a per-site fit): checked against numpy's lstsq on the stacked data."""
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(2, 6, 30))
+    mask = np.array([1, 0, 1, 0, 0, 1], dtype=bool)[:, None].repeat(2, axis=1)
+    fitted = l2p_predictor(mask, _gram(v))
+    for s in (3, 4):
+        x = np.concatenate([v[i, [0, 2]].T for i in range(2)])  # features × (step 0, step 2)
+        y = np.concatenate([v[i, s] for i in range(2)])
+        a = np.linalg.lstsq(x, y, rcond=None)[0]
+        assert dict(fitted.terms[(s, 1)]) == pytest.approx({s - 2: a[1], s: a[0]}, rel=1e-6)
+        assert fitted.terms[(s, 0)] == fitted.terms[(s, 1)]
+    assert dict(fitted.terms[(1, 0)]) == pytest.approx({1: float(v[:, 0].ravel() @ v[:, 1].ravel()
+                                                                 / (v[:, 0].ravel() @ v[:, 0].ravel()))})
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dpcache_path_is_the_least_taylorseer_error_of_all_paths(seed):
+    """The path-aware DP against brute force: every path's error is TaylorSeer's order-1 forecast
+    run on its mask (gocopt's surrogate computes it from the Gram), relative per site, summed."""
+    import itertools
+
+    from gocopt.search.surrogate import feature_errors
+
+    rng = np.random.default_rng(seed)
+    steps, sites, max_gap, computes = 8, 2, 4, 3
+    walk = np.cumsum(rng.normal(size=(sites, steps, 12)), axis=1)  # features that drift step to step
+    gram = _gram(walk)
+    forecast = TaylorSeerForecast(1, warmup=1)
+
+    def error(path):
+        mask = np.zeros((steps, sites), dtype=bool)
+        mask[list(path)] = True
+        return float((feature_errors(mask, forecast, gram) / np.einsum("iss->si", gram)).sum())
+
+    paths = [[0, *rest] for rest in itertools.combinations(range(1, steps), computes - 1)
+             if max(np.diff([0, *rest, steps])) <= max_gap]
+    found = dp_path(forecast_errors(gram, max_gap), computes, max_gap)
+    assert error(found) == pytest.approx(min(error(p) for p in paths), rel=1e-9)
+
+
+def test_budcache_keeps_its_number_of_computes_spends_at_most_its_runs_and_finds_the_best_mask():
+    """A score with a known optimum (each skipped step costs its weight: the best mask computes the
+    heaviest steps): found from a uniform start, never a run more than allowed, 4 computes kept."""
+    weights = np.array([0, 5, 1, 9, 2, 2, 7, 1, 0.5, 3, 1, 0.2])
+    calls = []
+
+    def score(row):
+        calls.append(row.copy())
+        assert row[0] and row.sum() == 4
+        return float(weights[~row].sum())
+
+    start = np.zeros(12, dtype=bool)
+    start[[0, 4, 6, 8]] = True  # a poor start
+    best = budcache_row(score, start, evaluations=120, seed=0)
+    assert np.flatnonzero(best).tolist() == [0, 1, 3, 6]
+    assert len(calls) <= 120 and len({c.tobytes() for c in calls}) == len(calls)  # no mask run twice
+    few = budcache_row(score, start, evaluations=3, seed=0)
+    assert len(calls) <= 120 + 3 and few.sum() == 4
 
 
 def test_smoothcache_threshold_accumulates_and_meets_the_budget():
@@ -84,7 +225,8 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     rows = results["quality_rows"]
     methods = {r["method"] for r in rows}
     assert methods == {"uncached", "fora", "fora_goc_paper", "l2c", "smoothcache", "first_block_cache", "taylorseer",
-                       "taylorseer2", "lemica", "gocopt"}
+                       "taylorseer_fora2", "taylorseer1", "taylorseer2", "l2p", "dpcache", "budcache", "lemica",
+                       "composite", "gocopt"}
     assert results["verdicts"][0]["margin_db"] is not None and results["command"].endswith("--quick --out " + str(out))
     for r in rows:
         if r["method"] not in ("uncached", "first_block_cache"):  # static schedules: cost within the budget

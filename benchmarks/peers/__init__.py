@@ -2,8 +2,9 @@
 
 Each is a faithful small version of its method's rule, run on gocopt's reference DiT:
 
-* :mod:`.taylorseer` — TaylorSeer-style first-order extrapolation from the last two *computed*
-  values, on an interval schedule (a reuse rule for gocopt's step plans);
+* :mod:`.taylorseer` — TaylorSeer: its warm-up + every-N shape and its forecast (a truncated
+  Taylor series of backward differences of the *computed* values, orders 1–2), as its code
+  computes them; a predictor for gocopt's step plans;
 * :mod:`.smoothcache` — SmoothCache-style: calibration errors, skip while the accumulated error
   since the last computation stays under a threshold, threshold bisected to the budget;
 * :mod:`.first_block_cache` — FirstBlockCache / TeaCache-style dynamic cache: always run the first

@@ -8,9 +8,11 @@ without a single per-call decision, whichever predictor the search picked.
 
 * :class:`~gocopt.schedule.goc.GOCConfig` — GOC (GOC.md §3): ``v1 + w (v1 − v2)`` from the two
   values last *used*; ``w = 0`` is plain reuse.
-* :class:`Taylor` — TaylorSeer's forecast: the polynomial through the last ``order + 1``
-  *computed* values, evaluated at the reused step (distance-scaled finite differences; with
-  unequal gaps, Lagrange's form of the same polynomial).
+* :class:`Taylor` — polynomial extrapolation: the polynomial through the last ``order + 1``
+  *computed* values, evaluated at the reused step (Lagrange's form, any gaps). It is *not*
+  TaylorSeer's forecast, which truncates a Taylor series of backward differences (one interval
+  ahead at order 2: ``2.5, −2, 0.5`` where this is ``3, −3, 1``); that one is rebuilt as a peer in
+  ``benchmarks/peers/taylorseer.py``.
 * :class:`Fitted` — coefficients over the last ``history`` computed values, fitted per
   (step, site) by least squares on the uncached calibration trajectories
   (:func:`gocopt.schedule.fit.fit_predictor`). It subsumes the two above on the data it was fitted
@@ -72,8 +74,8 @@ def lagrange_terms(step: int, points: list[int]) -> tuple[Term, ...]:
 
 @dataclass(frozen=True)
 class Taylor:
-    """TaylorSeer-style forecast of order 1 or 2 from the last computed values (lower order while
-    fewer are available; plain reuse with one)."""
+    """The polynomial of order 0–3 through the last computed values, extrapolated (lower order
+    while fewer are available; plain reuse with one)."""
 
     order: int = 1
     kind: str = field(default="taylor", init=False, repr=False)

@@ -36,7 +36,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 SEED_CANDIDATES = (
     Candidate(family="interval", alpha=0.0),  # FORA, plain reuse
     Candidate(family="interval", alpha=0.0, w_attn=0.8, w_mlp=0.8),  # FORA + GOC at a stable w
-    Candidate(family="interval", alpha=0.0, predictor="taylor2"),  # FORA's mask, TaylorSeer's forecast
+    Candidate(family="interval", alpha=0.0, predictor="taylor2"),  # FORA's mask, a 2nd-order polynomial forecast
     Candidate(family="interval", alpha=0.0, predictor="fitted3"),
     Candidate(family="path", alpha=0.0, predictor="fitted3"),  # LeMiCa-like placement, fitted forecast
     Candidate(family="path", alpha=1.0, predictor="fitted3", path_share=0.8),
