@@ -28,7 +28,7 @@ from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.l2p import l2p_predictor
 from benchmarks.peers.lemica import lexicographic_minimax_path
 from benchmarks.peers.smoothcache import smoothcache_mask
-from benchmarks.peers.taylorseer import TaylorSeerForecast, taylorseer_mask, warmup_steps
+from benchmarks.peers.taylorseer import TaylorSeerForecast, taylorseer_mask
 from gocopt.calibrate import calibrate
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.driver import SEARCH_SEED_BASE
@@ -156,21 +156,27 @@ class QualityBench:
         the uncached output on gocopt's span seeds, with the model work of gocopt's span table
         (one evaluation = one run of those seeds); starts from the evenly spaced steps."""
         steps, n = self.sampler.steps, len(self.ids)
-        seeds = slice(0, Effort().span_seeds)
-        labels, noise, reference = self.calib_labels[seeds], self.calib_noise[seeds], self.calibration.samples[seeds]
         work = span_image_steps(steps, max_gap_for(self.settings.budgets, steps), 3, "lookahead", True) / steps
         computes = int(np.floor(budget * steps + 1e-9))
         start = np.zeros(steps, dtype=bool)
         start[np.round(np.linspace(0, steps, computes, endpoint=False)).astype(int)] = True
 
         def score(row: np.ndarray) -> float:
-            self.compiled.set_schedule(self.schedule(np.repeat(row[:, None], n, axis=1), "budcache"), log=False)
-            self.compiled.reset()
-            out = self.sampler.sample(self.compiled, labels, noise, num_classes=self.model.num_classes)
-            return float(((out - reference) ** 2).mean())
+            return self.span_seed_error(self.schedule(np.repeat(row[:, None], n, axis=1), "budcache"))
 
         row = budcache_row(score, start, evaluations=max(1, int(work)), seed=self.settings.seed)
         return np.repeat(row[:, None], n, axis=1)
+
+    @torch.no_grad()
+    def span_seed_error(self, schedule: Schedule) -> float:
+        """Mean squared error against the uncached run on gocopt's span seeds: how the peers that
+        search (BudCache, the composites) score a candidate, on the seeds gocopt's span table uses."""
+        seeds = slice(0, Effort().span_seeds)
+        self.compiled.set_schedule(schedule, log=False)
+        self.compiled.reset()
+        out = self.sampler.sample(self.compiled, self.calib_labels[seeds], self.calib_noise[seeds],
+                                  num_classes=self.model.num_classes)
+        return float(((out - self.calibration.samples[seeds]) ** 2).mean())
 
     def placement(self, method: str, budget: float) -> np.ndarray:
         """A peer's whole-step mask at ``budget`` (searched ones made once, shared with the composites)."""
@@ -188,24 +194,18 @@ class QualityBench:
         if name == "GOC (paper)":
             return paper_goc(self.sampler.steps)
         if name.startswith("TaylorSeer"):
-            return TaylorSeerForecast(1 if "1st" in name else 2, warmup=warmup_steps(mask))
+            return TaylorSeerForecast.for_mask(mask, 1 if "1st" in name else 2)
         return l2p_predictor(mask, self.calibration.gram)
 
-    @torch.no_grad()
     def composite(self, budget: float) -> Contender:
         """Every peer placement × every peer forecast, scored on gocopt's span seeds against the
         uncached run (model work: one run of those seeds per pair, stated in the docs); the best."""
-        seeds = slice(0, Effort().span_seeds)
-        labels, noise, reference = self.calib_labels[seeds], self.calib_noise[seeds], self.calibration.samples[seeds]
         scored = []
         for placement in PLACEMENTS:
             mask = self.placement(placement, budget)
             for name in FORECASTS:
                 schedule = self.schedule(mask, f"{placement} + {name}", self.forecast(name, mask))
-                self.compiled.set_schedule(schedule, log=False)
-                self.compiled.reset()
-                out = self.sampler.sample(self.compiled, labels, noise, num_classes=self.model.num_classes)
-                scored.append((float(((out - reference) ** 2).mean()), placement, name, schedule))
+                scored.append((self.span_seed_error(schedule), placement, name, schedule))
         _, placement, name, schedule = min(scored, key=lambda item: item[0])
         return _schedule_contender("composite", budget, self.compiled, schedule, f"{PLACEMENTS[placement]} + {name}")
 
@@ -217,7 +217,7 @@ class QualityBench:
         seer = taylorseer_mask(steps, n, budget)
 
         def taylorseer(method: str, mask: np.ndarray, order: int) -> Contender:
-            forecast = TaylorSeerForecast(order, warmup=warmup_steps(mask))
+            forecast = TaylorSeerForecast.for_mask(mask, order)
             return _schedule_contender(method, budget, self.compiled, self.schedule(mask, method, forecast))
 
         builders: dict[str, Callable[[], Contender]] = {

@@ -53,6 +53,12 @@ def budcache_row(score: Callable[[np.ndarray], float], start: np.ndarray, evalua
         moved[rng.choice(on)], moved[rng.choice(off)] = False, True
         return moved
 
+    def propose(row: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """A random swap of ``row`` and its error; None when no swap exists or the runs are spent."""
+        candidate = neighbour(row)
+        error = None if candidate is None else evaluate(candidate)
+        return None if candidate is None or error is None else (candidate, error)
+
     current = start.copy()
     current_error = evaluate(current)
     assert current_error is not None
@@ -61,24 +67,20 @@ def budcache_row(score: Callable[[np.ndarray], float], start: np.ndarray, evalua
     scale = max(current_error, 1e-30)
     for k in range(anneal):
         temperature = scale * START_TEMPERATURE * (END_TEMPERATURE / START_TEMPERATURE) ** (k / max(anneal - 1, 1))
-        candidate = neighbour(current)
-        if candidate is None:
+        proposal = propose(current)
+        if proposal is None:
             break
-        error = evaluate(candidate)
-        if error is None:
-            break
+        candidate, error = proposal
         if error <= current_error or rng.random() < math.exp(-(error - current_error) / temperature):
             current, current_error = candidate, error
             if error < best_error:
                 best, best_error = candidate, error
     misses = 0
     while misses < 4 * len(start):  # hill climbing: stop when many sampled swaps did not improve
-        candidate = neighbour(best)
-        if candidate is None:
+        proposal = propose(best)
+        if proposal is None:
             break
-        error = evaluate(candidate)
-        if error is None:
-            break
+        candidate, error = proposal
         if error < best_error:
             best, best_error, misses = candidate, error, 0
         else:

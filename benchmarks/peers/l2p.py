@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from gocopt.errors import ScheduleError
+from gocopt.schedule.fit import ridge_solve
 from gocopt.schedule.predictors import Fitted
 from gocopt.schedule.reuse import Term
 
@@ -42,16 +43,10 @@ def l2p_predictor(mask: np.ndarray, gram: np.ndarray) -> Fitted:
         points = computed[computed < s]
         if not len(points):
             raise ScheduleError(f"step {s} is skipped before any step was computed")
-        weights = solve_weights(total, int(s), points)
+        weights = ridge_solve(total[np.ix_(points, points)], total[points, s], RIDGE)
         history = max(history, len(points))
         for i in range(sites):
             terms[(int(s), i)] = tuple((int(s - u), float(a)) for u, a in zip(points[::-1], weights[::-1]))
     return Fitted(history, terms, {"method": "L2P-style: per-step weights over the whole history, shared by all "
                                              "sites, least squares on the calibration runs", "ridge": RIDGE})
 
-
-def solve_weights(gram: np.ndarray, step: int, points: np.ndarray) -> np.ndarray:
-    """The least-squares weights of ``points`` for ``step`` from one (summed) Gram matrix."""
-    xx = gram[np.ix_(points, points)]
-    scale = max(float(np.trace(xx)) / len(xx), 1e-30)
-    return np.linalg.lstsq(xx + RIDGE * scale * np.eye(len(xx)), gram[points, step], rcond=None)[0]

@@ -24,11 +24,11 @@ def lexicographic_minimax_path(table: EdgeTable, computes: int) -> list[int]:
     n = table.steps
     if not 1 <= computes <= n:
         raise ScheduleError(f"a path through {n} steps needs 1..{n} compute steps, got {computes}")
-    # best[k][d]: (errors sorted largest first, path) of the best path with k + 1 computes ending at d
-    best: list[dict[int, tuple[tuple[float, ...], list[int]]]] = [{0: ((), [0])}]
-    for k in range(1, computes):
+    # best[d]: (errors sorted largest first, path) of the best path with k + 1 computes ending at d
+    best: dict[int, tuple[tuple[float, ...], list[int]]] = {0: ((), [0])}
+    for _ in range(1, computes):
         layer: dict[int, tuple[tuple[float, ...], list[int]]] = {}
-        for c, (errors, path) in best[k - 1].items():
+        for c, (errors, path) in best.items():
             for d in range(c + 1, min(n, c + table.max_gap + 1)):
                 weight = table.weight(c, d)
                 if weight == float("inf"):
@@ -36,9 +36,9 @@ def lexicographic_minimax_path(table: EdgeTable, computes: int) -> list[int]:
                 candidate = (_insert(errors, weight), path + [d])
                 if d not in layer or candidate[0] < layer[d][0]:
                     layer[d] = candidate
-        best.append(layer)
+        best = layer
     finished = []
-    for c, (errors, path) in best[-1].items():
+    for c, (errors, path) in best.items():
         tail = 0.0 if c == n - 1 else table.weight(c, n)
         if tail != float("inf"):
             finished.append((_insert(errors, tail), path))

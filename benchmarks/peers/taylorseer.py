@@ -63,6 +63,11 @@ class TaylorSeerForecast:
         if self.order not in (1, 2):
             raise ScheduleError(f"TaylorSeer's order is 1 or 2, got {self.order}")
 
+    @classmethod
+    def for_mask(cls, mask: np.ndarray, order: int) -> TaylorSeerForecast:
+        """The forecast with the warm-up ``mask`` has (its steps computed before the first reuse)."""
+        return cls(order, warmup=warmup_steps(mask))
+
     def actions(self, mask: np.ndarray) -> list[list[Action]]:
         before = computed_steps_before(mask)
         return [[None if mask[s, i] else self._reuse(s, before[s][i]) for i in range(mask.shape[1])]

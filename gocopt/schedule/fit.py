@@ -48,19 +48,19 @@ def _fit_one(g: np.ndarray, s: int, points: list[int], ridge: float, affine: boo
         rest = points[1:]
         xx = np.array([[g[c1, c1] - g[c1, b] - g[a, c1] + g[a, b] for b in rest] for a in rest])
         xr = np.array([g[s, c1] - g[c1, c1] - g[s, a] + g[a, c1] for a in rest])
-        beta = _solve(xx, xr, ridge)
+        beta = ridge_solve(xx, xr, ridge)
         coefs = [1.0 + float(beta.sum())] + [-float(b) for b in beta]
     else:
         xx = g[np.ix_(points, points)]
-        coefs = [float(c) for c in _solve(xx, g[points, s], ridge)]
+        coefs = [float(c) for c in ridge_solve(xx, g[points, s], ridge)]
     return tuple((s - c, coef) for c, coef in zip(points, coefs))
 
 
-def _solve(xx: np.ndarray, xy: np.ndarray, ridge: float) -> np.ndarray:
+def ridge_solve(xx: np.ndarray, xy: np.ndarray, ridge: float) -> np.ndarray:
     """Ridge-regularised normal equations; the least-norm solution where they are singular (a site
     whose values never move, or fewer data than coefficients)."""
     scale = max(float(np.trace(xx)) / len(xx), 1e-30)
     return np.linalg.lstsq(xx + ridge * scale * np.eye(len(xx)), xy, rcond=None)[0]
 
 
-__all__ = ["fit_predictor"]
+__all__ = ["fit_predictor", "ridge_solve"]
