@@ -140,3 +140,20 @@ def test_measurements_for_something_else_are_refused(tiny_model, tmp_path):
     gocopt.compile(tiny_model, 0.5, search_samples=4, **kw)
     with pytest.raises(ScheduleError, match="shared-measurements.*search_seeds"):
         gocopt.compile(tiny_model, 0.5, search_samples=6, **kw)
+
+
+def test_a_surrogate_led_search_always_samples_the_global_path(tiny_model, tmp_path):
+    """The surrogate misranks the global path's neighbours (issue #20 note), so GLOBAL_PATH is one of
+    the sampled trials even when the search affords only two, whatever the surrogate thinks of it."""
+    import optuna
+
+    import gocopt
+    from gocopt.search.study import GLOBAL_PATH
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    gocopt.compile(tiny_model, 0.4, steps=8, trials=2, effort=QUICK, storage=storage, study_name="s",
+                   progress=False)
+    trials = optuna.load_study(study_name="s-b0.4", storage=storage).get_trials()
+    expected = GLOBAL_PATH.as_params()
+    assert len(trials) == 2
+    assert any(all(t.params[k] == expected[k] for k in t.params) for t in trials), [t.params for t in trials]

@@ -87,6 +87,7 @@ def surrogate_error(schedule: Schedule, gram: np.ndarray, weights: np.ndarray) -
 
 def rank_candidates(make_schedule: Callable[[Candidate], Schedule], gram: np.ndarray, weights: np.ndarray, *,
                     trials: int, keep: int, seed: int, seeds: tuple[Candidate, ...] = (),
+                    always: tuple[Candidate, ...] = (),
                     families: tuple[str, ...] = FAMILIES) -> list[tuple[Candidate, float]]:
     """``keep`` of the best distinct schedules (by mask and predictor) of a ``trials``-trial TPE
     study against the surrogate, as (candidate, surrogate error): the best of each kind (family ×
@@ -94,7 +95,10 @@ def rank_candidates(make_schedule: Callable[[Candidate], Schedule], gram: np.nda
 
     Kinds first because the surrogate's near-ties are mostly one kind's variations (the study
     converges), while its errors between kinds are what sampling has to settle: on the reference
-    model its best was an interval mask at DDIM-20/0.35, where a path mask sampled 1 dB better."""
+    model its best was an interval mask at DDIM-20/0.35, where a path mask sampled 1 dB better.
+
+    ``always``: candidates kept whatever the surrogate thinks of them, right after its best (the
+    rest make room); the surrogate's blind spots are where sampling must look anyway."""
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=20)
     study = optuna.create_study(direction="minimize", sampler=sampler)
     for candidate in seeds:
@@ -105,16 +109,35 @@ def rank_candidates(make_schedule: Callable[[Candidate], Schedule], gram: np.nda
         candidate = suggest(trial, families)
         schedule = make_schedule(candidate)
         error = surrogate_error(schedule, gram, weights)
-        key = (schedule.mask.tobytes(), repr(schedule.predictor))
+        key = _schedule_key(schedule)
         if key not in found or error < found[key][1]:
             found[key] = (candidate, error)
         return math.log10(error + 1e-30)
 
     study.optimize(objective, n_trials=trials)
-    ranked = _diverse(sorted(found.values(), key=lambda item: item[1]), keep)
+    ranked = _diverse(sorted(found.values(), key=lambda item: item[1]), len(found))
+    ranked = _keep_always(ranked, found, always, make_schedule, gram, weights)[:keep]
     logger.info("surrogate study: %d trials, %d distinct schedules; best surrogate errors %s", trials, len(found),
                 ", ".join(f"{e:.3g}" for _, e in ranked))
     return ranked
+
+
+def _schedule_key(schedule: Schedule) -> tuple:
+    """Candidates that build the same mask and predictor are one schedule."""
+    return schedule.mask.tobytes(), repr(schedule.predictor)
+
+
+def _keep_always(ranked: list[tuple[Candidate, float]], found: dict[tuple, tuple[Candidate, float]],
+                 always: tuple[Candidate, ...], make_schedule: Callable[[Candidate], Schedule], gram: np.ndarray,
+                 weights: np.ndarray) -> list[tuple[Candidate, float]]:
+    """``ranked`` with each of ``always`` (or the found schedule equal to it) moved right after the best."""
+    kept: list[tuple[Candidate, float]] = []
+    for candidate in always:
+        schedule = make_schedule(candidate)
+        item = found.get(_schedule_key(schedule), (candidate, surrogate_error(schedule, gram, weights)))
+        if item not in ranked[:1] and item not in kept:
+            kept.append(item)
+    return ranked[:1] + kept + [item for item in ranked[1:] if item not in kept]
 
 
 def _diverse(ranked: list[tuple[Candidate, float]], keep: int) -> list[tuple[Candidate, float]]:
