@@ -157,3 +157,20 @@ def test_a_surrogate_led_search_always_samples_the_global_path(tiny_model, tmp_p
     expected = GLOBAL_PATH.as_params()
     assert len(trials) == 2
     assert any(all(t.params[k] == expected[k] for k in t.params) for t in trials), [t.params for t in trials]
+
+
+def test_every_span_seed_counts_the_same_whatever_its_error_level():
+    """Mean PSNR weighs each sample's log-error equally: a seed whose errors are all 50× larger
+    must not decide the table alone, as it does in a plain mean of squared errors."""
+    from gocopt.search.spans import combine, sample_weights
+
+    quiet = {(0, 2): 1.0, (0, 3): 8.0, (1, 3): 3.0}  # level (mean) 4: prefers (0, 2) by 8×
+    loud = {(0, 2): 400.0, (0, 3): 100.0, (1, 3): 100.0}  # level 200: prefers (0, 3) by 4×
+    error = {span: np.array([quiet[span], loud[span]]) for span in quiet}
+    weights = sample_weights(error)
+    assert weights == pytest.approx(np.sqrt(4 * 200) / np.array([4, 200]))  # the levels' geometric mean over each
+    table, plain = combine(error, weights), combine(error, np.ones(2))
+    assert plain[(0, 3)] < plain[(0, 2)]  # the loud seed alone decides
+    assert table[(0, 2)] < table[(0, 3)]  # the stronger preference wins once both seeds are on one level
+    assert table[(0, 2)] == pytest.approx((1.0 * weights[0] + 400.0 * weights[1]) / 2)
+    assert sample_weights({(0, 2): np.array([3.0])}) == pytest.approx([1.0])

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from gocopt.errors import ScheduleError
 
+T = TypeVar("T")
 EdgeError = Callable[[np.ndarray], float]  # a (steps,) compute row → end-to-end error of that run
 
 
@@ -56,10 +58,16 @@ def span_row(steps: int, c: int, d: int) -> np.ndarray:
 
 def measure_edges(run_error: EdgeError, steps: int, max_gap: int, progress: bool = False) -> EdgeTable:
     """Run every span of at least one reused step and at most ``max_gap`` steps between computes."""
+    return EdgeTable(steps, max_gap, {span: float(e) for span, e in run_spans(run_error, steps, max_gap,
+                                                                             progress).items()})
+
+
+def run_spans(run: Callable[[np.ndarray], T], steps: int, max_gap: int,
+              progress: bool = False) -> dict[tuple[int, int], T]:
+    """``run`` of every span's compute row, by span: what :func:`measure_edges` reduces to a table."""
     spans = [(c, d) for c in range(steps) for d in range(c + 2, min(steps, c + max_gap) + 1)]
-    error = {(c, d): float(run_error(span_row(steps, c, d)))
-             for c, d in tqdm(spans, desc="path edges", disable=not progress, leave=False)}
-    return EdgeTable(steps, max_gap, error)
+    return {(c, d): run(span_row(steps, c, d)) for c, d in tqdm(spans, desc="path edges", disable=not progress,
+                                                               leave=False)}
 
 
 def best_path(table: EdgeTable, computes: int) -> list[int]:
@@ -100,4 +108,4 @@ def path_mask(path: Sequence[int], steps: int, num_sites: int, sites: Sequence[i
     return mask
 
 
-__all__ = ["EdgeTable", "best_path", "measure_edges", "path_mask", "span_row"]
+__all__ = ["EdgeTable", "best_path", "measure_edges", "path_mask", "run_spans", "span_row"]
