@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import gocopt
-from benchmarks.quality_table import BENCHMARK_SEED_BASE
+from benchmarks.quality_table import BENCHMARK_SEED_BASE, GOCOPT_ROWS
 from gocopt.atomic import atomic_write_text
 from gocopt.evaluate import SampleSet
 from gocopt.metrics.fidelity import psnr
@@ -61,7 +61,7 @@ def best_peers() -> dict[tuple[int, float], tuple[str, float]]:
         return {}
     best: dict[tuple[int, float], tuple[str, float]] = {}
     for row in json.loads(HEAD_TO_HEAD.read_text())["quality_rows"]:
-        if row["method"] in ("uncached", "gocopt") or row["psnr_vs_uncached"] is None:
+        if row["method"] in ("uncached", *GOCOPT_ROWS) or row["psnr_vs_uncached"] is None:
             continue
         key = (row["steps"], row["budget"])
         if row["psnr_vs_uncached"] > best.get(key, ("", -1.0))[1]:

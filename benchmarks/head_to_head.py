@@ -130,8 +130,8 @@ def quality_markdown(results: dict, out: Path) -> str:
                     LABELS[m] for m in v["loses_to"])
             cheaper = f" (rows cheaper than gocopt's: {', '.join(LABELS[m] for m in v['cheaper_rows'])})" \
                 if v["cheaper_rows"] else ""
-            margin = (f"; {v['margin_db']:+.2f} dB over the best peer ({LABELS[v['best_peer']]})"
-                      if v.get("best_peer") else "")
+            margin = (f"; {v['margin_db']:+.2f} dB over the closest peer at equal cost ({LABELS[v['best_peer']]}"
+                      f", against {v.get('against', {}).get(v['best_peer'], 'gocopt')})" if v.get("best_peer") else "")
             over = f"; **over budget**: {', '.join(v['over_budget'])}" if v.get("over_budget") else ""
             lines.append(f"- budget {v['budget']:.2f}: {verdict}{cheaper}{margin}{over}.")
         lines.append("")

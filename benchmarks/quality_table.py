@@ -63,7 +63,9 @@ LABELS = {
     "lemica": "LeMiCa (lexicographic minimax path, whole model, plain reuse)",
     "composite": "best composite: a peer's placement × a peer's forecast, picked on the span seeds",
     "gocopt": "gocopt compile (searched mask + predictor)",
+    "gocopt_whole_steps": "gocopt compiled at the whole-step peers' cost (floor(budget·steps)/steps)",
 }
+GOCOPT_ROWS = ("gocopt", "gocopt_whole_steps")
 PLACEMENTS = {"fora": "FORA's interval", "lemica": "LeMiCa's path", "dpcache": "DPCache's path",
               "budcache": "BudCache's steps"}  # the whole-step masks the composites combine
 FORECASTS = ("plain", "GOC (paper)", "TaylorSeer 1st", "TaylorSeer 2nd", "L2P")
@@ -242,8 +244,12 @@ class QualityBench:
                                                   self.schedule(self.placement("lemica", budget), "lemica")),
             "composite": lambda: self.composite(budget),
             "gocopt": lambda: self.gocopt(budget),
+            "gocopt_whole_steps": lambda: self.gocopt(whole_step_cost(budget, steps), "gocopt_whole_steps", budget),
         }
-        return [builders[m]() for m in self.settings.methods if m in builders]
+        wanted = [m for m in self.settings.methods if m in builders]
+        if whole_step_cost(budget, steps) >= budget - 1e-9:  # the whole-step peers spend the budget exactly
+            wanted = [m for m in wanted if m != "gocopt_whole_steps"]
+        return [builders[m]() for m in wanted]
 
     def first_block_cache(self, budget: float) -> FirstBlockCache:
         """The threshold whose realised cost on the calibration seeds is at most ``budget`` (bisection)."""
@@ -262,8 +268,9 @@ class QualityBench:
         fbc.reset()
         return fbc
 
-    def gocopt(self, budget: float) -> Contender:
-        """The committed schedule for this sampler and budget, loaded as at deploy time (or compiled now)."""
+    def gocopt(self, budget: float, method: str = "gocopt", row_budget: float | None = None) -> Contender:
+        """The committed schedule for this sampler and ``budget``, loaded as at deploy time (or
+        compiled now), as the row ``method`` of the ``row_budget`` group (``budget`` by default)."""
         s = self.settings
         if s.schedules_dir is not None:
             path = s.schedules_dir / f"reference_ddim{self.sampler.steps}_b{budget:.2f}.json"
@@ -276,7 +283,7 @@ class QualityBench:
                                       search_samples=s.calibration_samples, heldout_samples=16, seed=s.seed,
                                       effort=Effort(surrogate_trials=s.surrogate_trials),
                                       progress=self.progress, evaluator=QualityEvaluator())
-        return _schedule_contender("gocopt", budget, compiled, compiled.schedule)
+        return _schedule_contender(method, budget if row_budget is None else row_budget, compiled, compiled.schedule)
 
 
 @torch.no_grad()
@@ -358,19 +365,37 @@ def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = T
     return rows, uncached_facts
 
 
+def _equal_cost_row(ours: Sequence[dict], cost: float) -> dict:
+    """Of gocopt's rows (by cost), the dearest that costs no more than ``cost`` (the cheapest if none)."""
+    fitting = [r for r in ours if r["cost"] <= cost + 1e-9]
+    return fitting[-1] if fitting else ours[0]
+
+
+def whole_step_cost(budget: float, steps: int) -> float:
+    """What a peer that computes whole steps spends at ``budget``: floor(budget · steps) of them."""
+    return int(np.floor(budget * steps + 1e-9)) / steps
+
+
 def verdicts(rows: Sequence[dict]) -> list[dict]:
-    """Per (steps, budget): does gocopt beat every other row on PSNR and FD at equal or higher cost?"""
+    """Per (steps, budget): does gocopt beat every other row on PSNR and FD at equal or higher cost?
+
+    Each peer row is held against the gocopt row of the highest cost that is not above its own
+    (``gocopt_whole_steps`` for the peers that compute whole steps, where the budget is not a whole
+    number of steps): ``margin_db`` is gocopt's least PSNR lead over a peer at equal cost."""
     out = []
     for steps, budget in sorted({(r["steps"], r["budget"]) for r in rows if r["method"] == "gocopt"}):
         group = [r for r in rows if r["steps"] == steps and r["budget"] == budget]
-        ours = next(r for r in group if r["method"] == "gocopt")
-        losses = [r["method"] for r in group if r["method"] != "gocopt" and (
-            r["psnr_vs_uncached"] >= ours["psnr_vs_uncached"] or r["fd_vs_uncached"] <= ours["fd_vs_uncached"])]
-        cheaper = [r["method"] for r in group if r["method"] != "gocopt" and r["cost"] < ours["cost"] - 1e-9]
-        peers = [r for r in group if r["method"] not in ("gocopt", "uncached")]
-        best = max(peers, key=lambda r: r["psnr_vs_uncached"]) if peers else None
+        ours = sorted((r for r in group if r["method"] in GOCOPT_ROWS), key=lambda r: r["cost"])
+        peers = [r for r in group if r["method"] not in (*GOCOPT_ROWS, "uncached")]
+
+        against = {r["method"]: _equal_cost_row(ours, r["cost"]) for r in peers}
+        losses = [r["method"] for r in peers if r["psnr_vs_uncached"] >= against[r["method"]]["psnr_vs_uncached"]
+                  or r["fd_vs_uncached"] <= against[r["method"]]["fd_vs_uncached"]]
+        cheaper = [r["method"] for r in peers if r["cost"] < ours[0]["cost"] - 1e-9]
+        lead = {r["method"]: against[r["method"]]["psnr_vs_uncached"] - r["psnr_vs_uncached"] for r in peers}
+        best = min(lead, key=lambda m: lead[m]) if lead else None
         out.append({"steps": steps, "budget": budget, "gocopt_wins": not losses, "loses_to": losses,
-                    "cheaper_rows": cheaper, "best_peer": best["method"] if best else None,
-                    "margin_db": ours["psnr_vs_uncached"] - best["psnr_vs_uncached"] if best else None,
+                    "cheaper_rows": cheaper, "best_peer": best, "margin_db": lead[best] if best else None,
+                    "against": {m: r["method"] for m, r in against.items()},
                     "over_budget": [r["method"] for r in group if r["cost"] > budget + 1e-9]})
     return out

@@ -25,6 +25,41 @@ from gocopt.models.dit import DIT_CONFIGS, DiT
 from gocopt.sampling import GaussianDiffusion
 
 
+def train_dit(model: DiT, data: torch.Tensor, labels: torch.Tensor, *, steps: int, batch_size: int, lr: float,
+              warmup: int, ema_decay: float) -> DiT:
+    """The EMA of ``model`` trained ``steps`` steps to predict the noise added to ``data``."""
+    model.train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    diffusion = GaussianDiffusion()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    bar = tqdm(range(steps), desc="train DiT")
+    for step in bar:
+        idx = torch.randint(0, data.shape[0], (batch_size,))
+        x0, y = data[idx], labels[idx]
+        t = torch.randint(0, diffusion.num_timesteps, (batch_size,))
+        noise = torch.randn_like(x0)
+        loss = F.mse_loss(model(diffusion.q_sample(x0, t, noise), t, y), noise)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return ema
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="DiT-Digits")
@@ -39,37 +74,9 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     images, labels = load_digits_images()  # all 1,797 digits: the generator is scored against them
-    model = DiT(DIT_CONFIGS[args.config]).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    diffusion = GaussianDiffusion()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
-
     start = time.time()
-    bar = tqdm(range(args.steps), desc="train")
-    for step in bar:
-        idx = torch.randint(0, images.shape[0], (args.batch_size,))
-        x0, y = images[idx], labels[idx]
-        t = torch.randint(0, diffusion.num_timesteps, (args.batch_size,))
-        noise = torch.randn_like(x0)
-        loss = F.mse_loss(model(diffusion.q_sample(x0, t, noise), t, y), noise)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - args.ema)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-
+    ema = train_dit(DiT(DIT_CONFIGS[args.config]), images, labels, steps=args.steps, batch_size=args.batch_size,
+                    lr=args.lr, warmup=args.warmup, ema_decay=args.ema)
     metadata = {
         "config": args.config,
         "trained_by": "examples/train_reference.py",

@@ -286,3 +286,20 @@ def test_span_table_ablation_scores_both_masks_within_the_budget(tmp_path):
         assert r["difference"] == pytest.approx(r["group_psnr"] - r["shared_psnr"])
         assert r["group_span_seconds"] > 0 and r["shared_span_seconds"] > 0
     assert "per-group spans" in out.with_suffix(".md").read_text()
+
+
+def test_a_whole_step_peer_is_held_against_gocopt_at_its_own_cost():
+    """Issue #21: at DDIM-50/0.25 a whole-step peer spends 12/50 = 0.24; gocopt's 0.25 row may not
+    claim a margin over it, its row compiled at 0.24 must."""
+    from benchmarks.quality_table import verdicts, whole_step_cost
+
+    assert whole_step_cost(0.25, 50) == 0.24 and whole_step_cost(0.5, 20) == 0.5 and whole_step_cost(0.75, 50) == 0.74
+    row = {"steps": 50, "budget": 0.25}
+    rows = [{**row, "method": "gocopt", "cost": 0.2499, "psnr_vs_uncached": 41.0, "fd_vs_uncached": 1.0},
+            {**row, "method": "gocopt_whole_steps", "cost": 0.2399, "psnr_vs_uncached": 39.5, "fd_vs_uncached": 1.5},
+            {**row, "method": "lemica", "cost": 0.24, "psnr_vs_uncached": 40.0, "fd_vs_uncached": 1.2},
+            {**row, "method": "smoothcache", "cost": 0.25, "psnr_vs_uncached": 38.0, "fd_vs_uncached": 2.0}]
+    (v,) = verdicts(rows)
+    assert v["against"] == {"lemica": "gocopt_whole_steps", "smoothcache": "gocopt"}
+    assert v["best_peer"] == "lemica" and v["margin_db"] == pytest.approx(-0.5)
+    assert v["loses_to"] == ["lemica"] and not v["gocopt_wins"]

@@ -85,3 +85,29 @@ def test_reference_model_ships_and_loads_offline(reference_model):
     assert (cfg.depth, cfg.hidden_size, cfg.grid_size**2) == (12, 128, 16)
     x, t, y = reference_model.example_inputs()
     assert reference_model(x, t, y).shape == x.shape
+
+
+def test_the_latent_autoencoder_maps_upsampled_digits_to_4x8x8_and_back_and_trains():
+    """The second reference model's latent space: 32×32 pixels ↔ 4×8×8 latents, scaled to unit
+    variance after training, decoded into [-1, 1]; a few training steps lower the reconstruction error."""
+    import torch.nn.functional as F
+
+    from examples.train_latent import train_autoencoder
+    from gocopt.data import load_digits_images
+    from gocopt.models.autoencoder import Autoencoder, upsample_digits
+
+    images, _ = load_digits_images()
+    pixels = upsample_digits(images[:64])
+    assert pixels.shape == (64, 1, 32, 32) and pixels.min() >= -1 - 1e-6 and pixels.max() <= 1 + 1e-6
+    torch.manual_seed(0)
+    untrained = Autoencoder().eval()
+    with torch.no_grad():
+        assert untrained.encode(pixels).shape == (64, 4, 8, 8)
+        before = F.mse_loss(untrained(pixels), pixels).item()
+    torch.manual_seed(0)
+    trained = train_autoencoder(pixels, steps=30, batch_size=32, lr=2e-3)
+    with torch.no_grad():
+        latents = trained.encode(pixels)
+        decoded = trained.decode(latents)
+    assert float(latents.std()) == pytest.approx(1.0, rel=1e-4)  # the scale SD's 0.18215 stands for
+    assert decoded.abs().max() <= 1 and F.mse_loss(decoded, pixels).item() < before / 2

@@ -317,6 +317,13 @@ DIT_CONFIGS["DiT-Digits"] = DiTConfig(
     input_size=8, patch_size=2, in_channels=1, hidden_size=128, depth=12, num_heads=4,
     num_classes=10, learn_sigma=False,
 )
+# The second reference model: class-conditional, on the 4×8×8 latents of gocopt's digits
+# autoencoder (gocopt/models/autoencoder.py), 16 tokens, 8 blocks of width 192: a latent DiT
+# sampled without clipping, like DiT-XL/2 on SD's VAE, and shaped unlike the first.
+DIT_CONFIGS["DiT-Latent"] = DiTConfig(
+    input_size=8, patch_size=2, in_channels=4, hidden_size=192, depth=8, num_heads=6,
+    num_classes=10, learn_sigma=False,
+)
 # The smallest useful DiT, for tests: 2 blocks, width 32.
 DIT_CONFIGS["DiT-Tiny"] = DiTConfig(
     input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,
