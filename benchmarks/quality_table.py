@@ -246,10 +246,9 @@ class QualityBench:
             "gocopt": lambda: self.gocopt(budget),
             "gocopt_whole_steps": lambda: self.gocopt(whole_step_cost(budget, steps), "gocopt_whole_steps", budget),
         }
-        wanted = [m for m in self.settings.methods if m in builders]
         if whole_step_cost(budget, steps) >= budget - 1e-9:  # the whole-step peers spend the budget exactly
-            wanted = [m for m in wanted if m != "gocopt_whole_steps"]
-        return [builders[m]() for m in wanted]
+            del builders["gocopt_whole_steps"]
+        return [builders[m]() for m in self.settings.methods if m in builders]
 
     def first_block_cache(self, budget: float) -> FirstBlockCache:
         """The threshold whose realised cost on the calibration seeds is at most ``budget`` (bisection)."""

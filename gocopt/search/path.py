@@ -65,9 +65,13 @@ def measure_edges(run_error: EdgeError, steps: int, max_gap: int, progress: bool
 def run_spans(run: Callable[[np.ndarray], T], steps: int, max_gap: int,
               progress: bool = False) -> dict[tuple[int, int], T]:
     """``run`` of every span's compute row, by span: what :func:`measure_edges` reduces to a table."""
-    spans = [(c, d) for c in range(steps) for d in range(c + 2, min(steps, c + max_gap) + 1)]
-    return {(c, d): run(span_row(steps, c, d)) for c, d in tqdm(spans, desc="path edges", disable=not progress,
-                                                               leave=False)}
+    return {(c, d): run(span_row(steps, c, d)) for c, d in tqdm(spans_up_to(steps, max_gap), desc="path edges",
+                                                               disable=not progress, leave=False)}
+
+
+def spans_up_to(steps: int, max_gap: int) -> list[tuple[int, int]]:
+    """Every span ``(c, d)`` of at least one reused step and at most ``max_gap`` steps, in step order."""
+    return [(c, d) for c in range(steps) for d in range(c + 2, min(steps, c + max_gap) + 1)]
 
 
 def best_path(table: EdgeTable, computes: int) -> list[int]:
@@ -108,4 +112,4 @@ def path_mask(path: Sequence[int], steps: int, num_sites: int, sites: Sequence[i
     return mask
 
 
-__all__ = ["EdgeTable", "best_path", "measure_edges", "path_mask", "run_spans", "span_row"]
+__all__ = ["EdgeTable", "best_path", "measure_edges", "path_mask", "run_spans", "span_row", "spans_up_to"]

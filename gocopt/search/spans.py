@@ -38,7 +38,7 @@ from gocopt.schedule.fit import fit_predictor
 from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.predictors import Predictor
 from gocopt.schedule.schedule import Schedule
-from gocopt.search.path import EdgeTable, run_spans, span_row
+from gocopt.search.path import EdgeTable, run_spans, span_row, spans_up_to
 
 logger = logging.getLogger(__name__)
 SPAN_SEEDS = 8
@@ -118,7 +118,7 @@ def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor,
 
 def span_image_steps(steps: int, max_gap: int, history: int, method: str, restartable: bool) -> float:
     """The image-steps :func:`measure_spans` runs per seed: its model work, known before it runs."""
-    spans = [(c, d) for c in range(steps) for d in range(c + 2, min(steps, c + max_gap) + 1)]
+    spans = spans_up_to(steps, max_gap)
     if not restartable:
         return float(len(spans) * steps)  # every span a whole run
     start = {c: max(0, c + 1 - history) for c in range(steps)}
