@@ -9,9 +9,9 @@ spans end to end on 8 seeds, 256 held-out samples with both baselines), one with
 ``--ablate-steps``) the new defaults with one lever at a time put back (``LEVERS``). Each compile's
 model work is what its meter counted (uncached-sample equivalents, by phase), its seconds the
 wall-clock of the whole compile. Every schedule is then scored on the same 500 evaluation seeds
-(``BENCHMARK_SEED_BASE``, the head-to-head's seeds, never seen by any compile), so the PSNR
+(``DESIGN_SEED_BASE``, the design experiments' seeds, never seen by any compile), so the PSNR
 difference to the 0.1 settings is paired, with its standard error; the best peer of the committed
-head-to-head (same seeds) is shown for reference. Writes ``docs/benchmarks/compile_cost.{json,md}``.
+head-to-head (its own seeds since #21) is shown for reference. Writes ``docs/benchmarks/compile_cost.{json,md}``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import gocopt
-from benchmarks.quality_table import BENCHMARK_SEED_BASE, GOCOPT_ROWS
+from benchmarks.quality_table import DESIGN_SEED_BASE, GOCOPT_ROWS
 from gocopt.atomic import atomic_write_text
 from gocopt.evaluate import SampleSet
 from gocopt.metrics.fidelity import psnr
@@ -82,7 +82,7 @@ def run(steps_list: tuple[int, ...], samples: int, ablate: tuple[int, ...]) -> d
     torch.manual_seed(0)
     model = reference()
     spec = dit_spec(model)
-    evaluation = SampleSet.make(samples, BENCHMARK_SEED_BASE, spec.num_classes)
+    evaluation = SampleSet.make(samples, DESIGN_SEED_BASE, spec.num_classes)
     noise = initial_noise(evaluation.seeds, spec.latent_shape)
     peers = best_peers()
     compiles, cells = [], []
@@ -121,7 +121,7 @@ def run(steps_list: tuple[int, ...], samples: int, ablate: tuple[int, ...]) -> d
             print(f"DDIM-{steps} b={b}: " + ", ".join(f"{n} {float(v.mean()):.2f}" for n, v in values.items()),
                   flush=True)
     return {"compiles": compiles, "cells": cells, "evaluation_samples": samples,
-            "evaluation_seeds": f"SampleSet.make({samples}, BENCHMARK_SEED_BASE={BENCHMARK_SEED_BASE})"}
+            "evaluation_seeds": f"SampleSet.make({samples}, DESIGN_SEED_BASE={DESIGN_SEED_BASE})"}
 
 
 def _compile_row(steps: int, settings: str, budgets: str, work: dict, seconds: float) -> dict:
@@ -161,7 +161,8 @@ def markdown(result: dict) -> str:
         "# Compile cost: gocopt 0.1's settings next to the new defaults\n\n"
         "Reference model, one run (`python -m benchmarks.compile_cost`); model work in uncached-sample "
         "equivalents (image-steps ÷ steps, counted by the compile's own meter, every cached call counted in full); "
-        f"quality on {result['evaluation_samples']} evaluation seeds no compile saw (the head-to-head's), PSNR vs "
+        f"quality on {result['evaluation_samples']} evaluation seeds no compile saw (the design seeds, the "
+        "head-to-head's before #21), PSNR vs "
         "uncached; the difference is paired.\n\n"
         f"{verdict(result)}\n\n## What each compile spent\n\n"
         f"{compiles}\n\n## What it bought\n\n{cells}\n\n{environment_line(result)}\n")

@@ -1,13 +1,17 @@
 """Head-to-head: gocopt against the caches users would pick instead, at equal cost, in one run.
 
-    python -m benchmarks.head_to_head            # the committed tables (~50 min on 2 CPU cores)
+    python -m benchmarks.head_to_head                               # the committed tables, reference model
+    python -m benchmarks.head_to_head --model latent --only quality # the latent model nobody tuned on
     python -m benchmarks.head_to_head --quick    # CI-sized: one step count, one budget, DiT-S/2 speed
 
 Writes ``<out>.md`` (the tables), ``<out>.json`` (every number, with the environment) and
-``<out>.png`` (quality vs realised cost); ``--out`` defaults to docs/benchmarks/head_to_head.
+``<out>.png`` (quality vs realised cost); ``--out`` defaults to docs/benchmarks/head_to_head (the
+reference model) or docs/benchmarks/head_to_head_latent.
 
-Quality table: the shipped reference model, DDIM-20 and DDIM-50 with CFG 4, budgets 0.25 / 0.35 / 0.5 /
-0.75, 1000 seeds that neither gocopt's search nor its held-out check ever used; gocopt's rows load
+Quality table: a shipped model (``--model reference``: 8×8 pixels, x0 clipped; ``--model latent``:
+4×8×8 latents, no clipping, scored on the decoded 32×32 pixels), DDIM-20 and DDIM-50 with CFG 4,
+budgets 0.25 / 0.35 / 0.5 / 0.75, seeds that neither gocopt's search, its held-out check nor any
+design experiment ever used; gocopt's rows load
 the committed schedules in schedules/ exactly as a deployment would (``--compile`` searches them
 in the run instead). Speed table: DiT-S/2, B/2 and XL/2 shapes with random weights, 1 and 2
 images with batched CFG, 20 steps, a gocopt-shaped schedule (FORA mask + GOC) at each budget.
@@ -23,13 +27,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.quality_table import LABELS, QualitySettings, quality_rows, verdicts
+from benchmarks.quality_table import BENCHMARK_SEED_BASE, LABELS, QualitySettings, TrainedModel, quality_rows, verdicts
 from benchmarks.speed_table import speed_ok, speed_rows
 from gocopt.atomic import atomic_write_text
-from gocopt.models import reference
 from gocopt.plots import save_quality_vs_cost
 from gocopt.report import environment, markdown_table, write_json
 
+MODEL_TITLES = {"reference": "the reference model (8×8 pixels, x0 clipped; every design choice was tuned on it)",
+                "latent": "the latent model (4×8×8 latents, no x0 clipping, scored on the decoded 32×32 pixels; "
+                          "nobody tuned on it)"}
 FULL_SPEED = {"models": ("DiT-S/2", "DiT-B/2", "DiT-XL/2"), "batches": (1, 2), "rounds": 2}
 QUICK_SPEED = {"models": ("DiT-S/2",), "batches": (1,), "rounds": 1}
 QUICK_QUALITY = QualitySettings(steps=(10,), budgets=(0.5,), samples=48, timing_samples=2, calibration_samples=16,
@@ -54,8 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="search gocopt's schedules in the run")
     parser.add_argument("--samples", type=int, help="quality samples (default 1000; 48 with --quick)")
     parser.add_argument("--timing-samples", type=int, help="seeds timed at batch size 1 per row (default 10)")
+    parser.add_argument("--model", choices=("reference", "latent"), default="reference",
+                        help="the shipped model whose quality table to measure")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="docs/benchmarks/head_to_head")
+    parser.add_argument("--out", help="output prefix (default docs/benchmarks/head_to_head[_latent])")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -73,15 +81,17 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"environment": environment(), "quick": args.quick, "only": args.only,
                      "command": " ".join(["python -m benchmarks.head_to_head", *given])}
     if args.only != "speed":
-        rows, uncached = quality_rows(reference(), quality)
+        rows, uncached = quality_rows(TrainedModel.named(args.model), quality)
         results.update(quality_rows=rows, uncached={str(k): v for k, v in uncached.items()}, verdicts=verdicts(rows),
-                       quality_settings={"steps": quality.steps, "budgets": quality.budgets, "samples": quality.samples,
+                       quality_settings={"model": args.model, "seed_base": BENCHMARK_SEED_BASE,
+                                         "steps": quality.steps, "budgets": quality.budgets, "samples": quality.samples,
                                          "timing_samples": quality.timing_samples,
                                          "gocopt_schedules": str(quality.schedules_dir or "compiled in the run")})
     if args.only != "quality":
         rows = speed_rows(speed["models"], speed["batches"], (0.25, 0.5, 0.75), rounds=speed["rounds"])
         results.update(speed_rows=rows, speed_ok_xl=speed_ok(rows), speed_settings=dict(speed, steps=20))
-    write_outputs(results, Path(args.out))
+    default_out = "docs/benchmarks/head_to_head" + ("" if args.model == "reference" else f"_{args.model}")
+    write_outputs(results, Path(args.out or default_out))
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -106,14 +116,20 @@ def write_outputs(results: dict, out: Path) -> None:
 
 def quality_markdown(results: dict, out: Path) -> str:
     settings = results["quality_settings"]
-    lines = [f"## Quality on the reference model ({settings['samples']} samples, CFG 4)\n",
+    model = settings.get("model", "reference")
+    lines = [f"## Quality on {MODEL_TITLES[model]} ({settings['samples']} samples, CFG 4)\n",
              "Paired metrics are against the uncached model on the same seeds (PSNR, SSIM: higher is better; "
              "FD = Fréchet distance of classifier features to the uncached samples: lower is better) and rank the "
              "rows; FID (vs real digits), IS and class accuracy are a divergence alarm, with FID's bootstrap noise "
              "given per table. Speedup: wall-clock at batch size 1 vs the uncached model, "
              f"{settings['timing_samples']} "
-             f"seeds, each run right after the uncached one. gocopt's schedules: {settings['gocopt_schedules']}.\n",
+             f"seeds, each run right after the uncached one. gocopt's schedules: {settings['gocopt_schedules']}. "
+             f"Evaluation seeds: `SampleSet.make(n, {settings.get('seed_base', 30_000)})`, used by no compile and "
+             "no design experiment. Margins are paired per sample, ± their standard error; the goal (issue #21) is "
+             "the best PSNR and FD of every row by ≥ 1 dB.\n",
              f"![quality vs cost]({out.name}.png)\n"]
+    lines += ["### Summary: gocopt against the best other row and the best composite, at equal cost\n",
+              markdown_table(summary_rows(results), SUMMARY_COLUMNS)]
     for steps in settings["steps"]:
         rows = [r for r in results["quality_rows"] if r["steps"] == steps]
         rows.sort(key=lambda r: (r["budget"] or 0, list(LABELS).index(r["method"])))
@@ -130,12 +146,52 @@ def quality_markdown(results: dict, out: Path) -> str:
                     LABELS[m] for m in v["loses_to"])
             cheaper = f" (rows cheaper than gocopt's: {', '.join(LABELS[m] for m in v['cheaper_rows'])})" \
                 if v["cheaper_rows"] else ""
-            margin = (f"; {v['margin_db']:+.2f} dB over the closest peer at equal cost ({LABELS[v['best_peer']]}"
-                      f", against {v.get('against', {}).get(v['best_peer'], 'gocopt')})" if v.get("best_peer") else "")
+            margin = (f"; {v['margin_db']:+.2f}{_stderr(v.get('margin_stderr'))} dB over the closest row at equal "
+                      f"cost ({LABELS[v['best_peer']]}, against {v.get('against', {}).get(v['best_peer'], 'gocopt')})"
+                      if v.get("best_peer") else "")
+            if v.get("composite_margin_db") is not None:
+                margin += (f"; {v['composite_margin_db']:+.2f}{_stderr(v.get('composite_margin_stderr'))} dB over "
+                           "the best composite")
+            if "meets_goal" in v:
+                margin += "; goal met" if v["meets_goal"] else "; goal **not** met"
             over = f"; **over budget**: {', '.join(v['over_budget'])}" if v.get("over_budget") else ""
             lines.append(f"- budget {v['budget']:.2f}: {verdict}{cheaper}{margin}{over}.")
         lines.append("")
     return "\n".join(lines)
+
+
+SUMMARY_COLUMNS = [("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("gocopt", "gocopt PSNR / FD", ""),
+                   ("gocopt_cost", "its cost", ".3f"), ("best", "best other row (PSNR / FD)", ""),
+                   ("margin", "margin (dB)", ""), ("composite", "best composite (PSNR / FD)", ""),
+                   ("composite_margin", "margin over it (dB)", ""), ("goal", "≥ 1 dB and lower FD", "")]
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """One line per cell: gocopt's row (the one each margin is taken against), the closest other row,
+    the best composite, and the paired margins with their standard errors."""
+    out = []
+    for v in results["verdicts"]:
+        group = {r["method"]: r for r in results["quality_rows"]
+                 if r["steps"] == v["steps"] and r["budget"] == v["budget"]}
+        best = group.get(v["best_peer"]) if v.get("best_peer") else None
+        ours = group[v["against"][v["best_peer"]]] if best else group["gocopt"]
+        composite = group.get("composite")
+
+        def cell(r: dict) -> str:
+            return f"{r['psnr_vs_uncached']:.2f} / {r['fd_vs_uncached']:.4f}"
+
+        out.append({"steps": v["steps"], "budget": v["budget"], "gocopt": cell(ours), "gocopt_cost": ours["cost"],
+                    "best": f"{LABELS[best['method']].split(' (')[0]}: {cell(best)}" if best else None,
+                    "margin": f"{v['margin_db']:+.2f}{_stderr(v.get('margin_stderr'))}" if best else None,
+                    "composite": f"{composite['detail']}: {cell(composite)}" if composite else None,
+                    "composite_margin": (f"{v['composite_margin_db']:+.2f}{_stderr(v.get('composite_margin_stderr'))}"
+                                         if composite else None),
+                    "goal": "yes" if v.get("meets_goal") else "**no**"})
+    return out
+
+
+def _stderr(value: float | None) -> str:
+    return "" if value is None else f" ± {value:.2f}"
 
 
 def speed_markdown(results: dict) -> str:

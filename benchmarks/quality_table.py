@@ -1,4 +1,4 @@
-"""The quality table: every caching strategy on the reference model, same seeds, one run.
+"""The quality table: every caching strategy on a trained model, same seeds, one run.
 
 Each row is a *contender*: something the sampler can call, a way to start a run, and the cost
 that run realised (a static schedule's cost is its mask's; the dynamic first-block cache counts
@@ -7,6 +7,9 @@ same seeds, with the paired metrics (PSNR, SSIM, FD vs uncached) that rank sched
 unpaired ones (FID with its bootstrap noise, IS, class accuracy) that flag divergence. Wall-clock
 speedup is measured at batch size 1 (one image, batched CFG), each contender right after the
 uncached model on the same seed, so both see the same machine state.
+
+Two trained models (:class:`TrainedModel`): the pixel-space reference model every design choice
+was tuned on, and the latent one nobody tuned on (no x0 clipping; scored on its decoded pixels).
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ from gocopt.calibrate import calibrate
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.driver import SEARCH_SEED_BASE
 from gocopt.evaluate import SampleSet
+from gocopt.metrics.decoded import evaluator_for
+from gocopt.metrics.fidelity import psnr
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
+from gocopt.models import CLIPS_DENOISED, model_by_name
 from gocopt.models.reference import REFERENCE_GUIDANCE_SCALE
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule import GOCConfig, Schedule
@@ -45,7 +51,9 @@ from gocopt.search.path import path_mask
 from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans, span_image_steps
 from gocopt.timing import timed
 
-BENCHMARK_SEED_BASE = 30_000  # disjoint from gocopt.compile's search (10_000+) and held-out (20_000+) seeds
+# Seed sets, each disjoint from gocopt.compile's search (10_000+) and held-out (20_000+) seeds:
+DESIGN_SEED_BASE = 30_000  # the design experiments' (compile_cost, span_tables; the head-to-head's until #21)
+BENCHMARK_SEED_BASE = 60_000  # the head-to-head's: no design experiment has seen them (issue #21)
 LABELS = {
     "uncached": "uncached",
     "fora": "FORA interval-K, plain reuse",
@@ -66,9 +74,27 @@ LABELS = {
     "gocopt_whole_steps": "gocopt compiled at the whole-step peers' cost (floor(budget·steps)/steps)",
 }
 GOCOPT_ROWS = ("gocopt", "gocopt_whole_steps")
+GOAL_MARGIN_DB = 1.0  # issue #21: gocopt ≥ the best other row by this much PSNR, with lower FD
 PLACEMENTS = {"fora": "FORA's interval", "lemica": "LeMiCa's path", "dpcache": "DPCache's path",
               "budcache": "BudCache's steps"}  # the whole-step masks the composites combine
 FORECASTS = ("plain", "GOC (paper)", "TaylorSeer 1st", "TaylorSeer 2nd", "L2P")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A shipped model as the quality table measures it: how it is sampled and how it is scored."""
+
+    name: str  # "reference" | "latent"; its schedules are schedules/{name}_ddim{steps}_b{budget}.json
+    model: nn.Module
+    clip_denoised: bool
+    evaluator: QualityEvaluator
+
+    @classmethod
+    def named(cls, name: str) -> TrainedModel:
+        evaluator = evaluator_for(name)
+        if evaluator is None:
+            raise ValueError(f"{name!r} is not a trained model; use 'reference' or 'latent'")
+        return cls(name, model_by_name(name), CLIPS_DENOISED[name], evaluator)
 
 
 @dataclass
@@ -117,9 +143,11 @@ def _first_block_contender(budget: float, fbc: FirstBlockCache) -> Contender:
 class QualityBench:
     """The contenders for one step count, built against one calibration run."""
 
-    def __init__(self, model: nn.Module, steps: int, settings: QualitySettings, progress: bool = True) -> None:
-        self.model, self.settings, self.progress = model, settings, progress
-        self.sampler = DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE)
+    def __init__(self, trained: TrainedModel, steps: int, settings: QualitySettings, progress: bool = True) -> None:
+        self.trained, self.model, self.settings, self.progress = trained, trained.model, settings, progress
+        model = trained.model
+        self.sampler = DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE,
+                                   clip_denoised=trained.clip_denoised)
         self.compiled = cache_model(model)
         self.ids = tuple(self.compiled.sites["site"])
         self.flops = np.asarray(self.compiled.site_flops, dtype=np.float64)
@@ -272,16 +300,17 @@ class QualityBench:
         compiled now), as the row ``method`` of the ``row_budget`` group (``budget`` by default)."""
         s = self.settings
         if s.schedules_dir is not None:
-            path = s.schedules_dir / f"reference_ddim{self.sampler.steps}_b{budget:.2f}.json"
+            name = self.trained.name
+            path = s.schedules_dir / f"{name}_ddim{self.sampler.steps}_b{budget:.2f}.json"
             if not path.exists():
-                raise FileNotFoundError(f"{path} is missing: make it with `gocopt compile --model reference --steps "
+                raise FileNotFoundError(f"{path} is missing: make it with `gocopt compile --model {name} --steps "
                                         f"{self.sampler.steps} --budget {budget}`, or run the benchmark with --compile")
             compiled = gocopt.load(self.model, path, sampler=self.sampler)
         else:
             compiled = gocopt.compile(self.model, budget, sampler=self.sampler, trials=s.trials,
                                       search_samples=s.calibration_samples, heldout_samples=16, seed=s.seed,
                                       effort=Effort(surrogate_trials=s.surrogate_trials),
-                                      progress=self.progress, evaluator=QualityEvaluator())
+                                      progress=self.progress, evaluator=self.trained.evaluator)
         return _schedule_contender(method, budget if row_budget is None else row_budget, compiled, compiled.schedule)
 
 
@@ -329,9 +358,12 @@ def _sample_in_batches(sampler: DDIMSampler, model: nn.Module, labels: torch.Ten
                                      num_classes=model.num_classes) for i in range(0, len(labels), batch_size)])
 
 
-def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = True) -> tuple[list[dict], dict]:
-    """Every contender at every step count and budget; rows plus the per-step-count uncached facts."""
-    evaluator = QualityEvaluator()
+def quality_rows(trained: TrainedModel, settings: QualitySettings, progress: bool = True) -> tuple[list[dict], dict]:
+    """Every contender at every step count and budget; rows plus the per-step-count uncached facts.
+
+    Each row keeps its per-sample PSNR (``psnr_per_sample``, in the seeds' order) so that margins
+    between rows can be paired, with their standard errors."""
+    model, evaluator = trained.model, trained.evaluator
     shape = (model.in_channels, model.input_size, model.input_size)
     samples = SampleSet.make(settings.samples, BENCHMARK_SEED_BASE + settings.seed, model.num_classes)
     labels, noise = samples.labels, initial_noise(samples.seeds, shape)
@@ -339,7 +371,7 @@ def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = T
     rows: list[dict] = []
     uncached_facts: dict = {}
     for steps in settings.steps:
-        bench = QualityBench(model, steps, settings, progress)
+        bench = QualityBench(trained, steps, settings, progress)
         sampler = bench.sampler
         with torch.no_grad():
             uncached, uncached_seconds = timed(functools.partial(
@@ -350,18 +382,30 @@ def quality_rows(model: nn.Module, settings: QualitySettings, progress: bool = T
         rows.append({"steps": steps, "budget": None, "method": "uncached", "label": LABELS["uncached"], "cost": 1.0,
                      "speedup": 1.0, "psnr_vs_uncached": None, "ssim_vs_uncached": 1.0, "fd_vs_uncached": 0.0,
                      "fid_noise": uncached_facts[steps]["fid_noise"], **base, "samples": len(labels)})
+        uncached_images = evaluator.images(uncached)
         jobs = [(b, c) for b in settings.budgets for c in bench.contenders(b)]
         for budget, contender in tqdm(jobs, desc=f"DDIM-{steps} rows", disable=not progress):
             cached, cost = sample_contender(contender, sampler, labels, noise, num_classes=model.num_classes,
                                             batch_size=settings.batch_size)
             speedup, per_image = batch_one_speedup(contender, model, sampler, labels[timing], noise[timing],
                                                    num_classes=model.num_classes)
+            per_sample = psnr(evaluator.images(cached), uncached_images)
             rows.append({"steps": steps, "budget": budget, "method": contender.method,
                          "label": LABELS[contender.method] + (f" ({contender.detail})" if contender.detail else ""),
                          "detail": contender.detail or None, "cost": cost, "speedup": speedup,
                          "seconds_per_image": per_image, **evaluator.score(cached, labels, reference=uncached),
-                         "samples": len(labels)})
+                         "samples": len(labels), "psnr_per_sample": [round(float(v), 3) for v in per_sample]})
     return rows, uncached_facts
+
+
+def paired_margin(ours: dict, theirs: dict) -> tuple[float, float | None]:
+    """``ours`` − ``theirs`` in mean PSNR, with the standard error of the paired per-sample
+    differences (None when a row does not carry its per-sample PSNR)."""
+    margin = ours["psnr_vs_uncached"] - theirs["psnr_vs_uncached"]
+    if "psnr_per_sample" not in ours or "psnr_per_sample" not in theirs:
+        return margin, None
+    diff = np.asarray(ours["psnr_per_sample"]) - np.asarray(theirs["psnr_per_sample"])
+    return margin, float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def _equal_cost_row(ours: Sequence[dict], cost: float) -> dict:
@@ -380,7 +424,9 @@ def verdicts(rows: Sequence[dict]) -> list[dict]:
 
     Each peer row is held against the gocopt row of the highest cost that is not above its own
     (``gocopt_whole_steps`` for the peers that compute whole steps, where the budget is not a whole
-    number of steps): ``margin_db`` is gocopt's least PSNR lead over a peer at equal cost."""
+    number of steps): ``margin_db`` is gocopt's least PSNR lead over a peer at equal cost (the best
+    row), ``margin_stderr`` its paired standard error; ``composite_margin_db`` the lead over the best
+    composite; ``meets_goal`` issue #21's bar: best PSNR and FD of every row, by ≥ 1 dB."""
     out = []
     for steps, budget in sorted({(r["steps"], r["budget"]) for r in rows if r["method"] == "gocopt"}):
         group = [r for r in rows if r["steps"] == steps and r["budget"] == budget]
@@ -391,10 +437,14 @@ def verdicts(rows: Sequence[dict]) -> list[dict]:
         losses = [r["method"] for r in peers if r["psnr_vs_uncached"] >= against[r["method"]]["psnr_vs_uncached"]
                   or r["fd_vs_uncached"] <= against[r["method"]]["fd_vs_uncached"]]
         cheaper = [r["method"] for r in peers if r["cost"] < ours[0]["cost"] - 1e-9]
-        lead = {r["method"]: against[r["method"]]["psnr_vs_uncached"] - r["psnr_vs_uncached"] for r in peers}
-        best = min(lead, key=lambda m: lead[m]) if lead else None
+        lead = {r["method"]: paired_margin(against[r["method"]], r) for r in peers}
+        best = min(lead, key=lambda m: lead[m][0]) if lead else None
+        composite = lead.get("composite", (None, None))
+        margin = lead[best] if best else (None, None)
         out.append({"steps": steps, "budget": budget, "gocopt_wins": not losses, "loses_to": losses,
-                    "cheaper_rows": cheaper, "best_peer": best, "margin_db": lead[best] if best else None,
+                    "cheaper_rows": cheaper, "best_peer": best, "margin_db": margin[0], "margin_stderr": margin[1],
+                    "composite_margin_db": composite[0], "composite_margin_stderr": composite[1],
+                    "meets_goal": not losses and margin[0] is not None and margin[0] >= GOAL_MARGIN_DB,
                     "against": {m: r["method"] for m, r in against.items()},
                     "over_budget": [r["method"] for r in group if r["cost"] > budget + 1e-9]})
     return out

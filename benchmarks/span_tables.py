@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.quality_table import BENCHMARK_SEED_BASE
+from benchmarks.quality_table import DESIGN_SEED_BASE
 from gocopt.atomic import atomic_write_text
 from gocopt.calibrate import calibrate, detect_inflections
 from gocopt.compiled import CachedModel, cache_model
@@ -78,7 +78,7 @@ def table_rows(steps: int, budgets: tuple[float, ...], samples: int, schedules: 
     ctx = SpaceContext(steps, flops, compiled.sites["block"].to_numpy(), is_mlp,
                        calibration.matrix("rel_change").numpy(), tuple(detect_inflections(calibration.stats, flops)),
                        calibration.gram, whole)
-    bench = SampleSet.make(samples, BENCHMARK_SEED_BASE, spec.num_classes)
+    bench = SampleSet.make(samples, DESIGN_SEED_BASE, spec.num_classes)
     bench_noise = initial_noise(bench.seeds, spec.latent_shape)
     uncached = sampler.sample(model, bench.labels, bench_noise, num_classes=spec.num_classes)
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     rows = [row for steps in args.steps
             for row in table_rows(steps, tuple(args.budgets), args.samples, Path(args.schedules))]
-    write_json(f"{args.out}.json", {"rows": rows, "samples": args.samples, "seed_base": BENCHMARK_SEED_BASE,
+    write_json(f"{args.out}.json", {"rows": rows, "samples": args.samples, "seed_base": DESIGN_SEED_BASE,
                                     "environment": environment()})
     spans = "; ".join(f"DDIM-{s}: shared {r['shared_span_seconds']:.0f} s, per group {r['group_span_seconds']:.0f} s"
                       for s, r in {row["steps"]: row for row in rows}.items())

@@ -27,7 +27,8 @@ def _device(name: str | None) -> torch.device:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="reference",
-                   help="'reference' (the shipped digits DiT) or a DiT config such as DiT-XL/2 (random weights)")
+                   help="'reference' (the shipped digits DiT), 'latent' (the shipped latent DiT, scored on its decoded "
+                        "pixels) or a DiT config such as DiT-XL/2 (random weights)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
 
 
@@ -59,10 +60,17 @@ def _model(name: str, device: torch.device):
 
 
 def _sampler(args):
+    from gocopt.models import CLIPS_DENOISED
     from gocopt.sampling import DDIMSampler
 
     return DDIMSampler(steps=args.steps, guidance_scale=args.guidance_scale, guidance=args.guidance,
-                       clip_denoised=args.model == "reference")
+                       clip_denoised=CLIPS_DENOISED.get(args.model, False))
+
+
+def _evaluator(name: str, device: torch.device):
+    from gocopt.metrics.decoded import evaluator_for
+
+    return evaluator_for(name, device)
 
 
 def _is_file(spec: str) -> bool:
@@ -114,6 +122,9 @@ def cmd_sample(args) -> int:
     shape = (model.in_channels, model.input_size, model.input_size)
     images, seconds = sample_batches(runner, _sampler(args), samples, shape=shape, num_classes=model.num_classes,
                                      batch_size=args.batch_size, device=device)
+    evaluator = _evaluator(args.model, device)
+    if evaluator is not None:  # the pixels they are judged by (latents: decoded)
+        images = evaluator.images(images)
     save_image_grid(images, args.out, labels=samples.labels)
     print(f"wrote {args.n} samples to {args.out} ({seconds:.1f} s)")
     return 0
@@ -121,11 +132,10 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     from gocopt.evaluate import SampleSet, compare, sample_batches
-    from gocopt.metrics.quality import QualityEvaluator
 
     device = _device(args.device)
     model = _model(args.model, device)
-    evaluator = QualityEvaluator(device=device) if args.model == "reference" else None
+    evaluator = _evaluator(args.model, device)
     samples = SampleSet.make(args.n, args.seed, model.num_classes)
     sampler = _sampler(args)
     shape = (model.in_channels, model.input_size, model.input_size)
@@ -154,7 +164,6 @@ def cmd_eval(args) -> int:
 def cmd_compile(args) -> int:
     from gocopt.api import compile as gocopt_compile
     from gocopt.atomic import atomic_write_text
-    from gocopt.metrics.quality import QualityEvaluator
     from gocopt.plots import save_schedule_heatmap
     from gocopt.report import compile_report
     from gocopt.search.effort import Effort
@@ -163,7 +172,7 @@ def cmd_compile(args) -> int:
     model = _model(args.model, device)
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [args.budget]
     sampler = _sampler(args)
-    evaluator = QualityEvaluator(device=device) if args.model == "reference" else None  # digits: FD too
+    evaluator = _evaluator(args.model, device)  # the trained models: FD too
     effort = Effort.full() if args.effort == "full" else Effort()
     if args.baselines:
         effort = dataclasses.replace(effort, baselines=True)
@@ -317,8 +326,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     from gocopt.models import DIT_CONFIGS
 
     model = getattr(args, "model", None)
-    if model is not None and model != "reference" and model not in DIT_CONFIGS:
-        raise UsageError(f"--model {model}: unknown model; use 'reference' or one of {', '.join(DIT_CONFIGS)}")
+    if model is not None and model not in ("reference", "latent") and model not in DIT_CONFIGS:
+        raise UsageError(f"--model {model}: unknown model; use 'reference', 'latent' or one of "
+                         f"{', '.join(DIT_CONFIGS)}")
     device = getattr(args, "device", None)
     if device is not None:
         try:

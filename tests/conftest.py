@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random DiTs for structure tests, the shipped reference model for numbers."""
+"""Shared fixtures: tiny random DiTs for structure tests, the shipped reference models for numbers."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ def reference_model():
     from gocopt.models import reference
 
     return reference()
+
+
+@pytest.fixture(scope="session")
+def latent_model():
+    from gocopt.models import latent_reference
+
+    return latent_reference()
 
 
 @pytest.fixture(scope="session")

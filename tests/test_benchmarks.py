@@ -303,3 +303,30 @@ def test_a_whole_step_peer_is_held_against_gocopt_at_its_own_cost():
     assert v["against"] == {"lemica": "gocopt_whole_steps", "smoothcache": "gocopt"}
     assert v["best_peer"] == "lemica" and v["margin_db"] == pytest.approx(-0.5)
     assert v["loses_to"] == ["lemica"] and not v["gocopt_wins"]
+
+
+def test_margins_are_paired_per_sample_with_their_standard_error():
+    """Issue #21: gocopt's lead over the best row and over the best composite, ± the standard error
+    of the per-sample differences (same seeds), and the goal: best PSNR and FD by ≥ 1 dB."""
+    import numpy as np
+
+    from benchmarks.quality_table import paired_margin, verdicts
+
+    ours_psnr, theirs_psnr = [30.0, 32.0, 34.0, 36.0], [29.0, 30.0, 33.5, 33.5]
+    row = {"steps": 20, "budget": 0.5}
+    rows = [{**row, "method": "gocopt", "cost": 0.5, "psnr_vs_uncached": 33.0, "fd_vs_uncached": 1.0,
+             "psnr_per_sample": ours_psnr},
+            {**row, "method": "composite", "cost": 0.5, "psnr_vs_uncached": 31.5, "fd_vs_uncached": 1.2,
+             "psnr_per_sample": theirs_psnr},
+            {**row, "method": "fora", "cost": 0.5, "psnr_vs_uncached": 25.0, "fd_vs_uncached": 3.0}]
+    diff = np.subtract(ours_psnr, theirs_psnr)  # 1, 2, 0.5, 2.5
+    margin, stderr = paired_margin(rows[0], rows[1])
+    assert margin == pytest.approx(1.5) and stderr == pytest.approx(diff.std(ddof=1) / 2)
+    assert paired_margin(rows[0], rows[2]) == (pytest.approx(8.0), None)  # no per-sample PSNR: no s.e.
+    (v,) = verdicts(rows)
+    assert v["best_peer"] == "composite" and v["margin_db"] == pytest.approx(1.5)
+    assert v["composite_margin_db"] == pytest.approx(1.5) and v["composite_margin_stderr"] == pytest.approx(stderr)
+    assert v["meets_goal"]
+    rows[1]["psnr_vs_uncached"] = 32.5  # within 1 dB: it still wins, the goal is missed
+    (v,) = verdicts(rows)
+    assert v["gocopt_wins"] and not v["meets_goal"]

@@ -38,6 +38,10 @@ class QualityEvaluator:
         real, _ = load_digits_images()
         return self.features(real)
 
+    def images(self, samples: torch.Tensor) -> torch.Tensor:
+        """The pixels a sample is judged by, on the CPU: the sample itself (a latent evaluator decodes)."""
+        return samples.detach().cpu().float()
+
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
         chunks = [self.classifier.features(images[i : i + batch_size].to(self.device).float())

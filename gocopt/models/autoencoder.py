@@ -69,4 +69,16 @@ def upsample_digits(images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(images, size=(LATENT_IMAGE_SIZE, LATENT_IMAGE_SIZE), mode="bilinear", align_corners=False)
 
 
-__all__ = ["LATENT_IMAGE_SIZE", "Autoencoder", "AutoencoderConfig", "upsample_digits"]
+def downsample_to_digits(pixels: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, 32, 32)`` → ``(N, 1, 8, 8)``: the least-squares inverse of :func:`upsample_digits`.
+
+    Exact on upsampled digits (area or bilinear resizing would blur them, and the digits classifier
+    would see a domain shift instead of the sample), the closest 8×8 digit for anything else.
+    """
+    basis = torch.eye(8, dtype=torch.float64)[:, None, :, None].expand(8, 1, 8, 1)
+    up = F.interpolate(basis, size=(LATENT_IMAGE_SIZE, 1), mode="bilinear", align_corners=False)  # (8, 1, 32, 1)
+    inverse = torch.linalg.pinv(up[:, 0, :, 0].T).to(pixels)  # (8, 32): the 1-D upsampling's left inverse
+    return inverse @ pixels @ inverse.T
+
+
+__all__ = ["LATENT_IMAGE_SIZE", "Autoencoder", "AutoencoderConfig", "downsample_to_digits", "upsample_digits"]

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import cast
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_model
 from torch import nn
 
 from gocopt.models.dit import DIT_CONFIGS, DiT, dit
+from gocopt.models.latent import config_name, latent_reference, load_weights
 
 REFERENCE_WEIGHTS = Path(__file__).parent / "weights" / "reference_dit.safetensors"
 # Guidance scale the reference model is sampled and scored with (DiT's own samples use 4.0).
@@ -19,26 +18,22 @@ REFERENCE_GUIDANCE_SCALE = 4.0
 
 def reference(device: torch.device | str = "cpu") -> DiT:
     """The trained class-conditional digits DiT (12 blocks, width 128, 16 tokens), in eval mode."""
-    if not REFERENCE_WEIGHTS.exists():
-        raise FileNotFoundError(
-            f"reference weights missing at {REFERENCE_WEIGHTS}; reinstall gocopt or re-create them with "
-            "`python examples/train_reference.py`"
-        )
-    with safe_open(str(REFERENCE_WEIGHTS), framework="pt") as f:
-        config_name = (f.metadata() or {}).get("config", "DiT-Digits")
-    model = DiT(DIT_CONFIGS[config_name])
-    load_model(model, str(REFERENCE_WEIGHTS), strict=True)
+    model = DiT(DIT_CONFIGS[config_name(REFERENCE_WEIGHTS, "DiT-Digits")])
+    load_weights(model, REFERENCE_WEIGHTS, "examples/train_reference.py")
     return model.eval().to(device)
 
 
 def model_by_name(name: str, *, seed: int = 0, device: torch.device | str = "cpu") -> DiT:
-    """``"reference"`` or a named DiT config (random weights from ``seed``, adaLN not zeroed).
+    """``"reference"`` (pixels), ``"latent"`` (the latent reference model) or a named DiT config
+    (random weights from ``seed``, adaLN not zeroed).
 
     Random-weight models get their adaLN-Zero layers re-initialised too: a freshly initialised
     DiT's blocks are identities, which would make every cache look perfect.
     """
     if name == "reference":
         return reference(device)
+    if name == "latent":
+        return latent_reference(device)
     torch.manual_seed(seed)
     model = dit(name)
     randomize_adaln(model)
