@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,12 +22,12 @@ from torch import nn
 
 from gocopt.calibrate import Calibration, calibrate, detect_inflections
 from gocopt.compiled import CachedModel, cache_model
-from gocopt.errors import ScheduleError
+from gocopt.errors import CalibrationError, NumericalError, ScheduleError
 from gocopt.evaluate import SampleSet
 from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
-from gocopt.models.convention import DiTSpec, dit_spec
+from gocopt.models.convention import DiTSpec, check_null_class, dit_spec
 from gocopt.sampling import DDIMSampler, Sampler, initial_noise
 from gocopt.schedule.fingerprint import check_fingerprint, model_fingerprint
 from gocopt.schedule.goc import GOCConfig
@@ -40,6 +41,7 @@ from gocopt.search import (
     SearchSet,
     SpaceContext,
     check_budget,
+    check_max_graphs,
     run_search,
 )
 from gocopt.search.effort import Effort, WorkPlan, default_max_samples, plan_work
@@ -54,6 +56,9 @@ from gocopt.work import WorkMeter
 
 logger = logging.getLogger(__name__)
 SEARCH_SEED_BASE, HELDOUT_SEED_BASE = 10_000, 20_000  # seed sets: search and held-out never overlap
+DEGENERATE_NOTE = ("no reuse span changed the samples (every measured span error is 0): the model's output does not "
+                   "depend on what caching skips, so any schedule at the budget samples the same images; this one "
+                   "is valid, but its quality says nothing about a trained model: compile the trained weights")
 
 
 def compile_model(
@@ -80,11 +85,13 @@ def compile_model(
     max_graphs: int | None = DEFAULT_MAX_GRAPHS,
 ) -> Any:
     """Search, score and stamp schedules for a class-conditional DiT (see :func:`gocopt.compile`)."""
-    budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
+    budgets = budget_list(budget)
     spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
     sampler = sampler if sampler is not None else default_sampler(steps)
     for b in budgets:
         check_budget(b, sampler.steps)  # refuse before any work
+    check_max_graphs(max_graphs)
+    check_null_class(model, spec, sampler.guidance)
     plan = plan_compile(effort, sampler, budgets, spec.num_classes, trials=trials, search_samples=search_samples,
                         heldout_samples=heldout_samples, max_samples=max_samples)  # refuse an impossible cap too
     effort = plan.effort
@@ -111,8 +118,18 @@ def compile_model(
                                  progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat,
                                  max_graphs=max_graphs, meter=meter)
     if join:
-        return None if isinstance(budget, (int, float)) else []
-    return results if len(budgets) > 1 or not isinstance(budget, (int, float)) else results[0]
+        return None if isinstance(budget, numbers.Real) else []
+    return results if len(budgets) > 1 or not isinstance(budget, numbers.Real) else results[0]
+
+
+def budget_list(budget: Any) -> list[float]:
+    """``budget`` (one number or a sequence of them) as a list of floats, or a ScheduleError saying
+    what was passed: a string or a tensor is not silently iterated."""
+    items = [budget] if isinstance(budget, (numbers.Real, str, bytes)) or not isinstance(budget, Sequence) else budget
+    if not items or any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in items):
+        raise ScheduleError(f"budget={budget!r}: give a fraction of site FLOPs in (0, 1], or a list of them "
+                            "(budget=0.5 or budget=[0.25, 0.5])")
+    return [float(b) for b in items]
 
 
 def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[float], num_classes: int | None, *,
@@ -208,6 +225,9 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     calibration, edges = Calibration.from_record(record["calibration"]), EdgeTable.from_record(record["edges"])
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
+    degenerate = DEGENERATE_NOTE if edges.error and edges.changes_nothing else None
+    if degenerate:
+        logger.warning("%s: %s", type(model).__name__, degenerate)
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
                        tuple(inflections), calibration.gram, edges, max_graphs)
@@ -244,7 +264,7 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
             "search": {"study": name, "trials": found.trials, "best_value": found.best_value, "seed": seed,
                        "objective": "mean per-sample PSNR vs uncached (dB) on the search seeds",
                        "surrogate_trials": effort.surrogate_trials,
-                       "best_params": found.best.as_params()},
+                       "best_params": found.best.as_params(), **({"note": degenerate} if degenerate else {})},
             "quality": quality,
         }
         schedule = for_model(schedule.replace(provenance=provenance), compiled, sampler)
@@ -294,6 +314,8 @@ class HeldOut:
         self._labels, self._noise = labels, noise
         with torch.no_grad():
             self._reference = sampler.sample(compiled.original, labels, noise, num_classes=num_classes).cpu()
+        if not bool(torch.isfinite(self._reference).all()):
+            _refuse_non_finite(compiled, sampler, labels, noise, self._reference, num_classes)
         self._evaluator = evaluator  # FD to the uncached samples in its features, when the caller has one
         if evaluator is not None:
             self._features = evaluator.features(self._reference)
@@ -305,11 +327,25 @@ class HeldOut:
         self._compiled.reset()
         samples = self._sampler.sample(self._compiled, self._labels, self._noise, num_classes=self._num_classes).cpu()
         self._compiled.set_schedule(previous, log=False)
+        if not bool(torch.isfinite(samples).all()):
+            raise NumericalError(f"schedule {schedule.name!r} samples non-finite values on the held-out seeds, "
+                                 "where the uncached model's are finite: its forecast diverges; compile again with "
+                                 "another seed or a larger budget, and report this")
         result = {**paired_fidelity(samples, self._reference),
                   "cost": schedule.cost(self._compiled.site_flops), "samples": len(samples)}
         if self._evaluator is not None:
             result["fd_vs_uncached"] = frechet_distance(self._evaluator.features(samples), self._features)
         return result
+
+
+def _refuse_non_finite(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor,
+                       samples: torch.Tensor, num_classes: int | None) -> None:
+    """The uncached held-out run went non-finite: calibrate its first bad sample, which names the
+    step and site where the values first stop being finite."""
+    bad = int(torch.nonzero(~torch.isfinite(samples.flatten(1)).all(1))[0, 0])
+    calibrate(compiled, sampler, labels[bad:bad + 1], noise[bad:bad + 1], num_classes=num_classes)
+    raise CalibrationError(f"the uncached model's held-out sample {bad} is not finite (and was finite when run again "
+                           "alone): the model's output depends on what else is in the batch, or is not deterministic")
 
 
 def _baselines(heldout: HeldOut, compiled: CachedModel, sampler: Sampler, budget: float) -> dict[str, dict[str, float]]:

@@ -20,5 +20,14 @@ class ScheduleError(GocoptError, ValueError):
     """A schedule does not fit the model, the sampler or the run it is used in."""
 
 
+class CalibrationError(GocoptError, RuntimeError):
+    """The uncached model's own run cannot be measured (non-finite values): the message names the
+    step and site where they first appear."""
+
+
+class NumericalError(GocoptError, ArithmeticError):
+    """A numerical solve was handed inputs it cannot take (non-finite, mis-shaped); names the solve."""
+
+
 class GocoptExperimentalWarning(UserWarning):
     """A feature whose behaviour may still change (cross-attention sites, for example)."""

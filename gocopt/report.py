@@ -85,6 +85,7 @@ def compile_report(schedule, path_stem: str) -> str:
         f"- predictor: {schedule.predictor!r}; {len(plan_run(schedule).plans)} step graphs (compilations under "
         "torch.compile)\n"
         f"{_work_line(schedule.provenance.get('work'))}"
+        f"{'- **note**: ' + search['note'] + chr(10) if search.get('note') else ''}"
         f"- inflection points (steps where features turn back): {schedule.provenance.get('inflection_points')}\n"
         f"- reused fraction per step: {reuse}\n"
     )

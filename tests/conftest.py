@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(2)
+
+# Property-based tests: ``ci`` (the default) runs a fixed, repeatable set of examples, sized for CI's
+# time; ``pytest --hypothesis-profile=long`` runs twenty times as many, drawn afresh each run.
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True)
+settings.register_profile("long", max_examples=2000, deadline=None)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "gocopt"
 LAYERS = [  # bottom to top; a unit may import units of lower layers only
     {"errors", "atomic", "timing", "work"},
+    {"numerics"},  # guarded solves: below every package that fits anything
     {"data", "models", "sampling", "schedule"},  # schedule: pure data (mask, GOC, step plans, file)
     {"metrics", "trace"},
     {"passes"},

@@ -20,6 +20,8 @@ def direction_by_step(stats: pd.DataFrame, site_flops: np.ndarray | None = None)
     """FLOP-weighted mean over sites of ``direction_cos``, per step (NaN for steps 0 and 1)."""
     frame = stats[["step", "site", "direction_cos"]].dropna()
     weights = np.ones(int(stats["site"].max()) + 1) if site_flops is None else np.asarray(site_flops, dtype=float)
+    if frame.empty:  # fewer than three steps, or no site ever moved: no direction to compare
+        return pd.Series(dtype=np.float64)
     frame = frame.assign(weight=weights[frame["site"].to_numpy()])
     grouped = frame.groupby("step")
     return grouped.apply(lambda g: float(np.average(g["direction_cos"], weights=g["weight"])), include_groups=False)

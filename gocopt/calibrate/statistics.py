@@ -30,6 +30,8 @@ import torch
 
 from gocopt.atomic import atomic_path
 from gocopt.compiled import CachedModel
+from gocopt.errors import CalibrationError
+from gocopt.runtime.runtime import DEFAULT_CONTEXT
 from gocopt.sampling import Sampler
 from gocopt.schedule.schedule import all_compute
 
@@ -82,13 +84,26 @@ class Calibration:
                 "mean_rel_change": float(self.stats["rel_change"].mean())}
 
 
+def _at_timestep(sampler: Sampler, step: int) -> str:
+    return f" (timestep {sampler.timesteps[step]:g})" if sampler.timesteps else ""
+
+
+def _in_context(context: str) -> str:
+    return "" if context == DEFAULT_CONTEXT else f", {context!r} context"
+
+
 @torch.no_grad()
 def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *,
               num_classes: int | None,
               seeds: tuple[int, ...] | None = None) -> Calibration:
-    """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics."""
+    """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics.
+
+    Raises :class:`~gocopt.errors.CalibrationError` at the first site output that is not finite,
+    naming the step and the site (or, when every site stayed finite, at non-finite samples): no
+    statistic, span or schedule is ever computed from a run that went NaN."""
     previous = compiled.schedule
     compiled.set_schedule(all_compute(tuple(compiled.sites["site"]), sampler.steps, sampler.timesteps), log=False)
+    site_ids = list(compiled.sites["site"])
     history: dict[tuple[str, int], list[torch.Tensor]] = {}  # (context, site) → [F[s-1], F[s-2]]
     trajectory: dict[tuple[str, int], list[torch.Tensor]] = {}  # (context, site) → subsampled F[0..s]
     subsets: dict[int, torch.Tensor] = {}  # numel → the element subset (fixed, seeded)
@@ -97,6 +112,12 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
     def observe(step: int, site: int, value: tuple[torch.Tensor, ...]) -> None:
         current = torch.cat([v.detach().reshape(-1).double() for v in value])
         context = compiled.runtime.context_name
+        if not bool(torch.isfinite(current).all()):  # calibration syncs anyway; the first one is named
+            raise CalibrationError(f"the uncached model's output at site {site_ids[site]!r} is not finite at step "
+                                   f"{step}{_at_timestep(sampler, step)}{_in_context(context)}, in "
+                                   f"{int((~torch.isfinite(current)).sum())} of {current.numel()} values; gocopt "
+                                   "cannot measure or cache a model whose own run is not finite: check its weights, "
+                                   "dtype and inputs")
         past = history.setdefault((context, site), [])
         row = {"step": step, "site": site, "context": context, "rel_change": float("nan"),
                "direction_cos": float("nan")}
@@ -123,6 +144,12 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
             samples = sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
     finally:
         compiled.set_schedule(previous, log=False)
+    if not bool(torch.isfinite(samples).all()):
+        bad = int(torch.nonzero(~torch.isfinite(samples.flatten(1)).all(1))[0, 0])
+        raise CalibrationError(f"the uncached model's sample {bad} (seed {seeds[bad] if seeds else bad}) is not "
+                               "finite, though every cache site's output was: the non-finite values arise outside the "
+                               "cached branches (the final layer, or the sampler's update); check the model's final "
+                               "layer, dtype and the sampler's settings")
     stats = pd.DataFrame(rows)
     sites = compiled.sites[["site", "block", "kind"]].rename(columns={"site": "site_id"}).reset_index(names="site")
     stats = stats.merge(sites, on="site").sort_values(["step", "site"]).reset_index(drop=True)

@@ -30,7 +30,15 @@ import torch
 from torch import nn
 
 from gocopt.compiled import CachedModel, cache_model
-from gocopt.driver import HELDOUT_SEED_BASE, SEARCH_SEED_BASE, HeldOut, load_model, plan_compile, search_budgets
+from gocopt.driver import (
+    HELDOUT_SEED_BASE,
+    SEARCH_SEED_BASE,
+    HeldOut,
+    budget_list,
+    load_model,
+    plan_compile,
+    search_budgets,
+)
 from gocopt.errors import GocoptError, ScheduleError
 from gocopt.evaluate import SampleSet
 from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
@@ -191,7 +199,7 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
     16 held-out samples, spans on 2 of them (whole runs cost a pipeline 1.5× more per seed than lookahead
     costs a DiT), and as many trials as the cap pays for.
     """
-    budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
+    budgets = budget_list(budget)
     for b in budgets:
         check_budget(b, steps)
     remove(pipe)

@@ -13,9 +13,11 @@ PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; cap so means stay fi
 
 
 def psnr(samples: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Per-sample PSNR in dB, capped at ``PSNR_CAP_DB`` for identical images; NaN where either
+    image holds a non-finite value (never a perfect score for a sample that went NaN)."""
     mse = (samples.double() - reference.double()).pow(2).flatten(1).mean(1)
     value = 10 * torch.log10(data_range**2 / mse)
-    return value.clamp(max=PSNR_CAP_DB).nan_to_num(PSNR_CAP_DB)
+    return value.clamp(max=PSNR_CAP_DB)
 
 
 def relative_l2(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -68,4 +68,18 @@ def dit_spec(model: nn.Module, *, num_classes: int | None = None,
     return DiTSpec(int(classes), (shape[0], shape[1], shape[2]))
 
 
-__all__ = ["DiTSpec", "dit_spec"]
+def check_null_class(model: nn.Module, spec: DiTSpec, guidance: str | None) -> None:
+    """Classifier-free guidance calls the model with the null class (label ``num_classes``): refuse a
+    model whose label table has no row for it (DiT built with ``class_dropout_prob=0``), which would
+    otherwise fail deep inside the first sampling run with an index error. Models whose label
+    embedding gocopt cannot see are not judged."""
+    table = getattr(getattr(model, "y_embedder", None), "embedding_table", None)
+    rows = getattr(table, "num_embeddings", None)
+    if guidance not in (None, "none") and isinstance(rows, int) and rows <= spec.num_classes:
+        raise GocoptError(f"{type(model).__name__} has no null class (its label table has {rows} rows for "
+                          f"{spec.num_classes} classes; built with class_dropout_prob=0?), and guidance={guidance!r} "
+                          "samples it with the null class: pass a sampler without guidance, e.g. "
+                          "sampler=DDIMSampler(steps=..., guidance='none')")
+
+
+__all__ = ["DiTSpec", "check_null_class", "dit_spec"]

@@ -40,6 +40,7 @@ from torch.utils import _pytree as pytree
 from gocopt.errors import ScheduleError
 from gocopt.runtime.coefficients import CoefficientTables
 from gocopt.runtime.state import Call, Caller, RunState, RunStats, SiteValue
+from gocopt.runtime.threads import match_intra_op_threads
 from gocopt.sampling.run import SamplingRun, current_run
 from gocopt.schedule.plan import RunPlan, all_compute_plan, plan_run
 from gocopt.schedule.schedule import Schedule
@@ -231,8 +232,10 @@ class CacheRuntime:
         """Before every model call: which run and step this is, and its plan.
 
         Host-side only: ``timestep`` (the call's timestep argument) is read on the host only when
-        it is a Python number; a tensor is compared on its device (unannounced runs).
+        it is a Python number; a tensor is compared on its device (unannounced runs). The calling
+        thread's intra-op threads are made the process's first (:mod:`gocopt.runtime.threads`).
         """
+        match_intra_op_threads()
         schedule = self._schedule
         if schedule is None:
             call = Call(RunState(), 0, 0)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from gocopt.errors import ScheduleError
 from gocopt.sampling.diffusion import GaussianDiffusion
 from gocopt.sampling.run import sampling_run
 
@@ -48,14 +51,20 @@ class DDIMSampler:
     diffusion: GaussianDiffusion = field(default_factory=GaussianDiffusion, repr=False)
 
     def __post_init__(self) -> None:
-        if self.steps < 2:
-            raise ValueError(f"DDIM needs at least 2 steps, got steps={self.steps}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 2:
+            raise ScheduleError(f"DDIMSampler(steps={self.steps!r}): DDIM needs a whole number of at least 2 steps")
+        if self.steps > self.diffusion.num_timesteps:
+            limit = self.diffusion.num_timesteps
+            raise ScheduleError(f"DDIMSampler(steps={self.steps}) exceeds the diffusion's {limit} timesteps: steps "
+                                f"would repeat a timestep and update nothing; use steps <= {limit}")
         if not 0 <= self.first_step < self.steps:
-            raise ValueError(f"first_step={self.first_step} is not a step of a {self.steps}-step run")
+            raise ScheduleError(f"first_step={self.first_step} is not a step of a {self.steps}-step run")
         if self.last_step is not None and not self.first_step < self.last_step <= self.steps:
-            raise ValueError(f"last_step={self.last_step} must lie in ({self.first_step}, {self.steps}]")
+            raise ScheduleError(f"last_step={self.last_step} must lie in ({self.first_step}, {self.steps}]")
         if self.guidance not in GUIDANCE_MODES:
-            raise ValueError(f"guidance={self.guidance!r}; expected one of {GUIDANCE_MODES}")
+            raise ScheduleError(f"guidance={self.guidance!r}; expected one of {GUIDANCE_MODES}")
+        if not math.isfinite(self.guidance_scale):
+            raise ScheduleError(f"guidance_scale={self.guidance_scale!r} is not a finite number")
 
     @property
     def timesteps(self) -> list[int]:

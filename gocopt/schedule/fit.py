@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from gocopt.errors import ScheduleError
+from gocopt.numerics import least_squares
 from gocopt.schedule.predictors import Fitted, computed_steps_before
 from gocopt.schedule.reuse import Term
 
@@ -59,8 +60,8 @@ def _fit_one(g: np.ndarray, s: int, points: list[int], ridge: float, affine: boo
 def ridge_solve(xx: np.ndarray, xy: np.ndarray, ridge: float) -> np.ndarray:
     """Ridge-regularised normal equations; the least-norm solution where they are singular (a site
     whose values never move, or fewer data than coefficients)."""
-    scale = max(float(np.trace(xx)) / len(xx), 1e-30)
-    return np.linalg.lstsq(xx + ridge * scale * np.eye(len(xx)), xy, rcond=None)[0]
+    scale = max(float(np.trace(xx)) / max(1, len(xx)), 1e-30)
+    return least_squares(xx + ridge * scale * np.eye(len(xx)), xy, what="fitted forecast (ridge normal equations)")
 
 
 __all__ = ["fit_predictor", "ridge_solve"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gocopt.errors import ScheduleError
-from gocopt.schedule.reuse import PLAIN, Action, Reuse
+from gocopt.schedule.reuse import PLAIN, Action, Reuse, checked_coefficient
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,11 @@ class GOCConfig:
     kind: str = field(default="goc", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.w, (int, float)):
-            object.__setattr__(self, "w", tuple(float(v) for v in self.w))
+        if isinstance(self.w, (int, float)):
+            checked_coefficient(self.w, "GOC weight w")
+        else:
+            object.__setattr__(self, "w", tuple(checked_coefficient(v, f"GOC weight w of site {k}")
+                                                for k, v in enumerate(self.w)))
         object.__setattr__(self, "correction_steps", frozenset(int(s) for s in self.correction_steps))
         if any(s < 0 for s in self.correction_steps):
             raise ScheduleError(f"correction steps must be >= 0, got {sorted(self.correction_steps)}")

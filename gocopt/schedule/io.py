@@ -18,6 +18,7 @@ the first and leave the seconds out (the model work itself is deterministic and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from functools import lru_cache
@@ -36,6 +37,7 @@ FORMAT = "gocopt-schedule"
 FORMAT_VERSION = 2
 MASK_LEGEND = "one string per sampling step, one character per site (model.sites order): 1 = compute, 0 = reuse"
 _PROVENANCE_SECTIONS = ("calibration", "quality", "search", "work")
+_SAMPLED_SECTIONS = ("budget", "cost", "model", "sampler", "predictor", "goc")  # what sampling depends on
 
 
 @lru_cache(maxsize=1)
@@ -131,6 +133,8 @@ def _from_document(document: Any, source: str) -> Schedule:
         raise ScheduleError(f"{source}: format_version {version} is newer than this gocopt reads ({FORMAT_VERSION}); "
                             "upgrade gocopt")
     _validate_schema(document, source)
+    for section in _SAMPLED_SECTIONS:  # JSON's NaN and Infinity pass any schema "number"
+        _refuse_non_finite(document.get(section), section, source)
     sampler, model = document["sampler"], document["model"]
     rows, sites, steps = document["mask"]["rows"], model["sites"], sampler["steps"]
     if len(rows) != steps:
@@ -154,12 +158,13 @@ def _from_document(document: Any, source: str) -> Schedule:
     if budget is not None and cost > budget + 1e-9:
         raise ScheduleError(f"{source}: cost {cost:.4f} is above the recorded budget {budget}; the file was edited or "
                             "corrupted; re-run gocopt.compile")
-    if version == 1:  # GOC's parameters, the inflection points inside them
-        predictor = predictors.from_json({"kind": "goc", **document["goc"]})
-        inflections = document["goc"].get("inflection_points", [])
-    else:
-        predictor = predictors.from_json(document["predictor"])
-        inflections = document.get("inflection_points", [])
+    section = "goc" if version == 1 else "predictor"  # version 1: GOC's parameters, inflection points inside them
+    try:
+        predictor = predictors.from_json({"kind": "goc", **document["goc"]} if version == 1 else document["predictor"])
+    except ScheduleError as e:
+        raise ScheduleError(f"{source}: field {section}: {e}") from e
+    inflections = document[section].get("inflection_points", []) if version == 1 else document.get(
+        "inflection_points", [])
     provenance = {k: document[k] for k in _PROVENANCE_SECTIONS if k in document}
     provenance.update(created=document["created"], gocopt_version=document["gocopt_version"],
                       inflection_points=list(inflections))
@@ -175,6 +180,19 @@ def _from_document(document: Any, source: str) -> Schedule:
         budget=budget,
         provenance=provenance,
     )
+
+
+def _refuse_non_finite(value: Any, field: str, source: str) -> None:
+    """A NaN or infinity anywhere in a section that decides what is sampled, named by its path."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ScheduleError(f"{source}: field {field}: {value!r} is not a finite number; the file is damaged or was "
+                            "edited by hand — restore it from git or re-run gocopt.compile")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, f"{field}.{key}", source)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_non_finite(item, f"{field}[{index}]", source)
 
 
 def _validate_schema(document: dict, source: str) -> None:

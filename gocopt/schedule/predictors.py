@@ -32,7 +32,7 @@ import numpy as np
 
 from gocopt.errors import ScheduleError
 from gocopt.schedule.goc import GOCConfig
-from gocopt.schedule.reuse import PLAIN, Action, Reuse, Term
+from gocopt.schedule.reuse import PLAIN, Action, Reuse, Term, checked_coefficient
 
 
 class Predictor(Protocol):
@@ -116,8 +116,10 @@ class Fitted:
     def __post_init__(self) -> None:
         if self.history < 1:
             raise ScheduleError(f"a fitted predictor needs history >= 1, got {self.history}")
-        object.__setattr__(self, "terms", {(int(s), int(i)): tuple((int(a), float(c)) for a, c in t)
-                                           for (s, i), t in self.terms.items()})
+        object.__setattr__(self, "terms", {
+            (int(s), int(i)): tuple((int(a), checked_coefficient(c, f"fitted predictor at step {s}, site {i}"))
+                                    for a, c in t)
+            for (s, i), t in self.terms.items()})
 
     def actions(self, mask: np.ndarray) -> list[list[Action]]:
         out: list[list[Action]] = []

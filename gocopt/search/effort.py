@@ -116,6 +116,10 @@ def plan_work(effort: Effort, *, steps: int, budgets: int, max_gap: int, restart
     ``restartable``: the sampler can start a run from a latent at any step (gocopt's DDIM), which
     the span table and ``lookahead`` need; otherwise every span runs whole.
     """
+    if max_samples is not None and not (isinstance(max_samples, (int, float)) and math.isfinite(max_samples)
+                                        and max_samples > 0):
+        raise ScheduleError(f"max_samples={max_samples!r}: the compile's cap is a positive number of "
+                            "uncached-sample equivalents (None: no cap, with trials= given)")
     span_seeds = min(effort.span_seeds, effort.search_samples)
     method = effort.span_method if restartable else "end-to-end"
     fixed = {

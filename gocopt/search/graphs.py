@@ -29,6 +29,14 @@ MIN_GRAPHS = 2  # step 0, and one row for every other step
 DEFAULT_MAX_GRAPHS = 6  # inductor compilations (and CUDA graph sets) per schedule
 
 
+def check_max_graphs(max_graphs: int | None) -> None:
+    """Refuse a graph limit no schedule can meet (``None``: no limit)."""
+    if max_graphs is not None and (isinstance(max_graphs, bool) or not isinstance(max_graphs, int)
+                                   or max_graphs < MIN_GRAPHS):
+        raise ScheduleError(f"max_graphs={max_graphs!r}: a schedule needs at least {MIN_GRAPHS} step graphs (step 0 "
+                            f"and one more); use max_graphs >= {MIN_GRAPHS}, or None for no limit")
+
+
 def limit_graphs(mask: np.ndarray, scores: np.ndarray, flops: np.ndarray, budget: float,
                  max_graphs: int) -> np.ndarray:
     """``mask`` with at most ``max_graphs`` step graphs and cost ≤ ``budget`` (see the module docstring).
@@ -36,9 +44,7 @@ def limit_graphs(mask: np.ndarray, scores: np.ndarray, flops: np.ndarray, budget
     ``scores`` are the candidate's (steps, sites) priorities (lower = reuse first; step 0 ignored).
     Returns ``mask`` itself when it already fits.
     """
-    if max_graphs < MIN_GRAPHS:
-        raise ScheduleError(f"max_graphs={max_graphs}: a schedule needs at least {MIN_GRAPHS} step graphs (step 0 "
-                            "and one more); use max_graphs >= 2")
+    check_max_graphs(max_graphs)
     if distinct_graphs(mask) <= max_graphs:
         return mask
     steps = mask.shape[0]

@@ -6,6 +6,7 @@ storage at all, which is how it is tested.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ from gocopt.sampling import Sampler
 from gocopt.schedule.schedule import Schedule
 from gocopt.search.space import FAMILIES, PREDICTORS, Candidate, SpaceContext, build_mask, build_predictor
 
+logger = logging.getLogger(__name__)
+DIVERGED_DB = -1.0  # the score of a schedule whose samples are not finite: below every finite PSNR of [-1, 1] images
 W_MAX = 0.95  # GOC is unstable for w >= 1 at interval 2 and earlier at longer runs (GOC.md §8)
 
 
@@ -77,7 +80,11 @@ class ScheduleObjective:
         samples = self._sampler.sample(self._compiled, self._set.labels, self._set.noise,
                                        num_classes=self._num_classes).cpu()
         value = float(psnr(samples, self._set.reference).mean())
-        return value if np.isfinite(value) else -1.0
+        if not np.isfinite(value):  # the uncached run was finite (calibration checks): this forecast diverged
+            logger.warning("schedule %r samples non-finite values on the search seeds (its forecast diverges); "
+                           "scored %g dB, below any schedule that samples finite images", schedule.name, DIVERGED_DB)
+            return DIVERGED_DB
+        return value
 
     def __call__(self, trial: optuna.Trial) -> float:
         candidate = suggest(trial, FAMILIES if self._ctx.edges is not None else tuple(f for f in FAMILIES

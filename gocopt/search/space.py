@@ -124,7 +124,7 @@ def fill_to_budget(start: np.ndarray, scores: np.ndarray, flops: np.ndarray, bud
     steps, _ = start.shape
     unit = flops / (steps * flops.sum())  # cost of one site-step
     order = np.dstack(np.unravel_index(np.argsort(scores, axis=None, kind="stable"), scores.shape))[0]
-    for cap in range(max(1, max_run), steps + 1):
+    for cap in range(max(1, min(max_run, steps)), steps + 1):  # a cap of ``steps`` or more caps nothing
         mask = start.copy()
         mask[0] = True
         cost = float((mask * unit).sum())

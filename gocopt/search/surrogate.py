@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 import optuna
-from scipy.optimize import nnls
 
+from gocopt.numerics import nonnegative_least_squares
 from gocopt.schedule.fit import fit_predictor
 from gocopt.schedule.predictors import Predictor
 from gocopt.schedule.schedule import Schedule
@@ -66,7 +66,11 @@ def feature_errors(mask: np.ndarray, predictor: Predictor, gram: np.ndarray) -> 
 def fit_step_weights(edges: EdgeTable, gram: np.ndarray, num_sites: int, history: int = 3) -> np.ndarray:
     """``(steps,)`` non-negative ``λ_s`` such that a span's measured error ≈ Σ_s λ_s × its feature
     errors at ``s`` (the span's own fitted predictor, as measured); fitted in relative error, so
-    small spans count as much as large ones."""
+    small spans count as much as large ones.
+
+    All zeros when no span has a positive error (caching changes nothing the samples show: a model
+    whose output ignores its input): every candidate then has surrogate error 0, and the sampled
+    trials decide alone."""
     rows, measured = [], []
     for (c, d), error in sorted(edges.error.items()):
         if not error > 0:
@@ -75,9 +79,11 @@ def fit_step_weights(edges: EdgeTable, gram: np.ndarray, num_sites: int, history
         mask[~span_row(edges.steps, c, d)] = False
         rows.append(feature_errors(mask, fit_predictor(mask, gram, history), gram).sum(axis=1))
         measured.append(error)
+    if not rows:
+        logger.info("no reuse span changes the samples (every span error is 0): the surrogate has nothing to fit")
+        return np.zeros(edges.steps)
     a, y = np.asarray(rows), np.asarray(measured)
-    weights, _ = nnls(a / y[:, None], np.ones(len(y)))
-    return weights
+    return nonnegative_least_squares(a / y[:, None], np.ones(len(y)), what="surrogate step weights")
 
 
 def surrogate_error(schedule: Schedule, gram: np.ndarray, weights: np.ndarray) -> float:

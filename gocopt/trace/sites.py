@@ -165,7 +165,7 @@ def _trace_per_block(model, call, calls, by_module, block_flops, first_error) ->
             try:
                 gm = trace_module(block, block_call, leaf)
                 sites = find_branch_sites(gm)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - a failed rung is recorded, and the next one tried
                 reasons.append(f"{how}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
                 continue
             if sites:
