@@ -1,20 +1,25 @@
-"""Head-to-head: gocopt against the caches users would pick instead, at equal cost, in one run.
+"""Head-to-head: gocopt against the caches users would pick instead, at equal cost, in cells.
 
-    python -m benchmarks.head_to_head                               # the committed tables, reference model
-    python -m benchmarks.head_to_head --model latent --only quality # the latent model nobody tuned on
-    python -m benchmarks.head_to_head --quick    # CI-sized: one step count, one budget, DiT-S/2 speed
+    python -m benchmarks.head_to_head --model reference --steps 20 --budget 0.25   # one cell
+    python -m benchmarks.head_to_head --model reference                           # its missing cells, in turn
+    python -m benchmarks.head_to_head                                             # every missing cell
+    python -m benchmarks.head_to_head --report       # docs/benchmarks/head_to_head.{md,json,png} from the cells
+    python -m benchmarks.head_to_head --only speed   # the speed table on DiT shapes
+    python -m benchmarks.head_to_head --quick        # CI-sized: one step count, one budget, DiT-S/2 speed
 
-Writes ``<out>.md`` (the tables), ``<out>.json`` (every number, with the environment) and
-``<out>.png`` (quality vs realised cost); ``--out`` defaults to docs/benchmarks/head_to_head (the
-reference model) or docs/benchmarks/head_to_head_latent.
+A cell (:mod:`benchmarks.cells`) is every row of one model × DDIM step count × budget, written
+atomically to ``docs/benchmarks/head_to_head/<model>/ddim<S>_b<B>.json`` the moment it is done; a
+cell already there is skipped unless ``--force``, so a run that is interrupted loses at most the cell
+it was in, and the table is built a few cells at a time. ``--report`` rebuilds the tables and plots
+from the cells present and lists the missing ones.
 
-Quality table: a shipped model (``--model reference``: 8×8 pixels, x0 clipped; ``--model latent``:
-4×8×8 latents, no clipping, scored on the decoded 32×32 pixels), DDIM-20 and DDIM-50 with CFG 4,
-budgets 0.25 / 0.35 / 0.5 / 0.75, seeds that neither gocopt's search, its held-out check nor any
-design experiment ever used; gocopt's rows load
-the committed schedules in schedules/ exactly as a deployment would (``--compile`` searches them
-in the run instead). Speed table: DiT-S/2, B/2 and XL/2 shapes with random weights, 1 and 2
-images with batched CFG, 20 steps, a gocopt-shaped schedule (FORA mask + GOC) at each budget.
+The models: ``reference`` (8×8 pixels, x0 clipped) and ``latent`` (4×8×8 latents, no clipping, scored
+on the decoded 32×32 pixels), DDIM-20 and DDIM-50 with CFG 4, budgets 0.25 / 0.35 / 0.5 / 0.75, on
+evaluation seeds no compile or design experiment has used (``benchmarks.cells.CELL_SEED_BASE``).
+gocopt's rows load the committed schedules in schedules/ exactly as a deployment would
+(``--compile`` searches them in the cell instead). Speed table: DiT-S/2, B/2 and XL/2 shapes with
+random weights, 1 and 2 images with batched CFG, 20 steps, a gocopt-shaped schedule (FORA mask + GOC)
+at each budget.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.cells import BUDGETS, CELLS_DIR, MODELS, STEPS, UNCACHED_CACHE, all_cells, read_cells, run_cells
 from benchmarks.quality_table import BENCHMARK_SEED_BASE, LABELS, QualitySettings, TrainedModel, quality_rows, verdicts
 from benchmarks.speed_table import speed_ok, speed_rows
 from gocopt.atomic import atomic_write_text
@@ -53,21 +59,58 @@ SPEED_COLUMNS = [("model", "model", ""), ("batch", "images", ""), ("uncached_sec
                  ("ratio_to_ideal", "speedup / ideal", ".3f"), ("cache_mib", "cache peak MiB", ".1f")]
 
 
+CELL_SAMPLES = 300  # per cell: sized so that one cell takes at most 15 minutes on 2 CPU cores (README)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CI-sized run (about a minute)")
-    parser.add_argument("--only", choices=("quality", "speed"), help="run one of the two tables")
+    parser.add_argument("--quick", action="store_true", help="CI-sized whole run in one file (about a minute)")
+    parser.add_argument("--only", choices=("quality", "speed"), help="with --quick: run one of the two tables; "
+                        "'speed': the speed table alone")
+    parser.add_argument("--report", action="store_true", help="rebuild the tables from the cells present")
+    parser.add_argument("--model", nargs="+", choices=MODELS, help="cells of these models only (default: both)")
+    parser.add_argument("--steps", nargs="+", type=int, choices=STEPS, help="cells of these step counts only "
+                        "(default: both)")
+    parser.add_argument("--budget", nargs="+", type=float, choices=BUDGETS, help="cells of these budgets only "
+                        "(default: all)")
+    parser.add_argument("--force", action="store_true", help="compute the chosen cells even if already written")
     parser.add_argument("--compile", action="store_true", help="search gocopt's schedules in the run")
-    parser.add_argument("--samples", type=int, help="quality samples (default 1000; 48 with --quick)")
+    parser.add_argument("--samples", type=int, help=f"quality samples (default {CELL_SAMPLES} per cell; 48 with "
+                        "--quick)")
     parser.add_argument("--timing-samples", type=int, help="seeds timed at batch size 1 per row (default 10)")
-    parser.add_argument("--model", choices=("reference", "latent"), default="reference",
-                        help="the shipped model whose quality table to measure")
+    parser.add_argument("--calibration-samples", type=int, help="samples the peers calibrate and search on "
+                        "(default 64)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="output prefix (default docs/benchmarks/head_to_head[_latent])")
+    parser.add_argument("--cells", type=Path, default=CELLS_DIR, help="where the cell files live")
+    parser.add_argument("--cache", type=Path, default=UNCACHED_CACHE, help="where a step count's uncached samples "
+                        "are kept for its cells")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/head_to_head"),
+                        help="output prefix of the report (and of --quick / --only speed)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python -m benchmarks.head_to_head", *given])
 
+    if args.report:
+        write_report(args.cells, args.out)
+        return
+    if args.quick or args.only == "speed":
+        run_whole(args, command)
+        return
+    settings = QualitySettings(samples=args.samples or CELL_SAMPLES, batch_size=args.samples or CELL_SAMPLES)
+    if args.compile:
+        settings = replace(settings, schedules_dir=None)
+    if args.timing_samples:
+        settings = replace(settings, timing_samples=args.timing_samples)
+    if args.calibration_samples:
+        settings = replace(settings, calibration_samples=args.calibration_samples)
+    cells = all_cells(models=args.model or MODELS, steps=args.steps or STEPS, budgets=args.budget or BUDGETS)
+    run_cells(cells, settings, root=args.cells, cache=args.cache, force=args.force, command=command)
+
+
+def run_whole(args: argparse.Namespace, command: str) -> None:
+    """``--quick`` (both tables, CI-sized, in one file) or ``--only speed``."""
     quality = QUICK_QUALITY if args.quick else QualitySettings()
     if args.compile:
         quality = replace(quality, schedules_dir=None)
@@ -76,22 +119,71 @@ def main(argv: list[str] | None = None) -> None:
     if args.timing_samples:
         quality = replace(quality, timing_samples=args.timing_samples)
     speed = QUICK_SPEED if args.quick else FULL_SPEED
-
-    given = argv if argv is not None else sys.argv[1:]
-    results: dict = {"environment": environment(), "quick": args.quick, "only": args.only,
-                     "command": " ".join(["python -m benchmarks.head_to_head", *given])}
+    results: dict = {"environment": environment(), "quick": args.quick, "only": args.only, "command": command}
     if args.only != "speed":
-        rows, uncached = quality_rows(TrainedModel.named(args.model), quality)
+        model = args.model[0] if args.model else "reference"
+        rows, uncached = quality_rows(TrainedModel.named(model), quality)
         results.update(quality_rows=rows, uncached={str(k): v for k, v in uncached.items()}, verdicts=verdicts(rows),
-                       quality_settings={"model": args.model, "seed_base": BENCHMARK_SEED_BASE,
+                       quality_settings={"model": model, "seed_base": BENCHMARK_SEED_BASE,
                                          "steps": quality.steps, "budgets": quality.budgets, "samples": quality.samples,
                                          "timing_samples": quality.timing_samples,
                                          "gocopt_schedules": str(quality.schedules_dir or "compiled in the run")})
     if args.only != "quality":
         rows = speed_rows(speed["models"], speed["batches"], (0.25, 0.5, 0.75), rounds=speed["rounds"])
         results.update(speed_rows=rows, speed_ok_xl=speed_ok(rows), speed_settings=dict(speed, steps=20))
-    default_out = "docs/benchmarks/head_to_head" + ("" if args.model == "reference" else f"_{args.model}")
-    write_outputs(results, Path(args.out or default_out))
+    out = args.out if args.only != "speed" or args.out != Path("docs/benchmarks/head_to_head") else Path(
+        "docs/benchmarks/speed_table")
+    write_outputs(results, out)
+
+
+def write_report(root: Path, out: Path) -> dict:
+    """``out``.{md,json} and one quality-vs-cost plot per model, from the cells under ``root``; the
+    cells not yet computed are listed, not guessed."""
+    documents = read_cells(root)
+    present = {(d["model"], d["steps"], d["budget"]) for d in documents}
+    missing = [cell for cell in all_cells() if (cell.model, cell.steps, cell.budget) not in present]
+    parts = ["# Head-to-head: gocopt vs the caches users pick instead, at equal cost\n",
+             f"Built by `python -m benchmarks.head_to_head --report` from {len(documents)} of {len(all_cells())} "
+             f"cells (`{root}/<model>/ddim<S>_b<B>.json`), each measured in one run by the command it records; every "
+             f"number is in `{out.name}.json`.\n"]
+    if missing:
+        parts.append("**Missing cells** (not yet measured): " + ", ".join(str(c) for c in missing) + ". Compute one "
+                     "with `python -m benchmarks.head_to_head --model M --steps S --budget B`.\n")
+    by_model: dict[str, list[dict]] = {}
+    for document in documents:
+        by_model.setdefault(document["model"], []).append(document)
+    for model, cells in by_model.items():
+        first = cells[0]["settings"]
+        results = {"quality_rows": _one_uncached_row_per_steps([r for d in cells for r in d["rows"]]),
+                   "verdicts": [d["verdict"] for d in cells],
+                   "quality_settings": {"model": model, "seed_base": first["seed_base"],
+                                        "steps": sorted({d["steps"] for d in cells}),
+                                        "budgets": sorted({d["budget"] for d in cells}),
+                                        "samples": first["samples"], "timing_samples": first["timing_samples"],
+                                        "gocopt_schedules": first["gocopt_schedules"]}}
+        results["uncached"] = {str(r["steps"]): r for r in results["quality_rows"] if r["method"] == "uncached"}
+        prefix = out if model == "reference" else out.with_name(f"{out.name}_{model}")
+        parts.append(quality_markdown(results, prefix))
+        save_quality_vs_cost(results["quality_rows"], prefix.with_suffix(".png"))
+    text = "\n".join(parts)
+    report = {"cells": documents, "missing": [str(c) for c in missing], "environment": environment()}
+    write_json(out.with_suffix(".json"), report)
+    atomic_write_text(out.with_suffix(".md"), text)
+    print(text)
+    return report
+
+
+def _one_uncached_row_per_steps(rows: list[dict]) -> list[dict]:
+    """The cells of one step count share one uncached run: its row once."""
+    seen: set[int] = set()
+    out = []
+    for row in rows:
+        if row["method"] == "uncached":
+            if row["steps"] in seen:
+                continue
+            seen.add(row["steps"])
+        out.append(row)
+    return out
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -144,8 +236,8 @@ def quality_markdown(results: dict, out: Path) -> str:
             else:
                 verdict = "gocopt does **not** win on both PSNR and FD against: " + ", ".join(
                     LABELS[m] for m in v["loses_to"])
-            cheaper = f" (rows cheaper than gocopt's: {', '.join(LABELS[m] for m in v['cheaper_rows'])})" \
-                if v["cheaper_rows"] else ""
+            cheaper = (f" (shown, not counted: cheaper than every gocopt row, "
+                       f"{', '.join(LABELS[m] for m in v['cheaper_rows'])})" if v["cheaper_rows"] else "")
             margin = (f"; {v['margin_db']:+.2f}{_stderr(v.get('margin_stderr'))} dB over the closest row at equal "
                       f"cost ({LABELS[v['best_peer']]}, against {v.get('against', {}).get(v['best_peer'], 'gocopt')})"
                       if v.get("best_peer") else "")

@@ -31,6 +31,7 @@ from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.l2p import l2p_predictor
 from benchmarks.peers.lemica import lexicographic_minimax_path
 from benchmarks.peers.smoothcache import smoothcache_mask
+from benchmarks.peers.taylorseer import ORDERS as TAYLORSEER_ORDERS
 from benchmarks.peers.taylorseer import TaylorSeerForecast, taylorseer_mask
 from gocopt.calibrate import calibrate
 from gocopt.compiled import CachedModel, cache_model
@@ -65,6 +66,7 @@ LABELS = {
     "taylorseer_fora2": "TaylorSeer, 2nd order on FORA's interval-K",
     "taylorseer1": "TaylorSeer, 1st order, warm-up + every N",
     "taylorseer2": "TaylorSeer, 2nd order, warm-up + every N",
+    "taylorseer_best": "TaylorSeer, best of orders 1–4 on the span seeds, warm-up + every N",
     "l2p": "L2P-style (whole-history weights per step, least squares) on FORA's interval-K",
     "dpcache": "DPCache/CEM-style (path-aware DP over calibration errors + TaylorSeer 1st order)",
     "budcache": "BudCache-style (full steps searched by annealing + hill climbing, plain reuse)",
@@ -158,16 +160,18 @@ class QualityBench:
                                      num_classes=model.num_classes, seeds=calib.seeds)
         self._forecast_errors: np.ndarray | None = None  # DPCache's table, made on first use
         self._masks: dict[tuple[str, float], np.ndarray] = {}  # each searched placement once per budget
-        seeds = slice(0, SPAN_SEEDS)  # LeMiCa's spans: whole-model plain reuse, end-to-end error
+        seeds = slice(0, SPAN_SEEDS)  # LeMiCa's spans: whole-model plain reuse, end-to-end error (its paper's)
         self.plain_spans = measure_spans(self.compiled, self.sampler, self.calib_labels[seeds], self.calib_noise[seeds],
                                          self.calibration.samples[seeds], gram=None, num_classes=model.num_classes,
-                                         max_gap=max_gap_for(settings.budgets, steps), progress=progress)
+                                         max_gap=max_gap_for(settings.budgets, steps), progress=progress,
+                                         method="end-to-end")
 
     def schedule(self, mask: np.ndarray, name: str, predictor: Predictor | None = None) -> Schedule:
         return Schedule(mask, self.ids, tuple(self.sampler.timesteps), predictor or GOCConfig(), name)
 
     def lemica_mask(self, budget: float) -> np.ndarray:
-        """LeMiCa: the whole model computed at the steps of the lexicographic minimax path that fits the budget."""
+        """LeMiCa: the whole model computed at the steps of the lexicographic minimax path that fits the
+        budget, from the first step to the last."""
         steps = self.sampler.steps
         path = lexicographic_minimax_path(self.plain_spans, int(np.floor(budget * steps + 1e-9)))
         return path_mask(path, steps, len(self.ids))
@@ -182,19 +186,17 @@ class QualityBench:
 
     @torch.no_grad()
     def budcache_mask(self, budget: float) -> np.ndarray:
-        """BudCache: floor(budget · steps) full steps, placed by annealing + hill climbing against
-        the uncached output on gocopt's span seeds, with the model work of gocopt's span table
-        (one evaluation = one run of those seeds); starts from the evenly spaced steps."""
+        """BudCache: floor(budget · steps) full steps, placed by its annealing + hill climbing
+        (:mod:`benchmarks.peers.budcache`) against the uncached output on gocopt's span seeds, with
+        the model work of gocopt's span table (one evaluation = one run of those seeds)."""
         steps, n = self.sampler.steps, len(self.ids)
         work = span_image_steps(steps, max_gap_for(self.settings.budgets, steps), 3, "lookahead", True) / steps
         computes = int(np.floor(budget * steps + 1e-9))
-        start = np.zeros(steps, dtype=bool)
-        start[np.round(np.linspace(0, steps, computes, endpoint=False)).astype(int)] = True
 
         def score(row: np.ndarray) -> float:
             return self.span_seed_error(self.schedule(np.repeat(row[:, None], n, axis=1), "budcache"))
 
-        row = budcache_row(score, start, evaluations=max(1, int(work)), seed=self.settings.seed)
+        row = budcache_row(score, steps, computes, evaluations=max(1, int(work)), seed=self.settings.seed)
         return np.repeat(row[:, None], n, axis=1)
 
     @torch.no_grad()
@@ -263,6 +265,7 @@ class QualityBench:
             "taylorseer_fora2": lambda: taylorseer("taylorseer_fora2", fora, 2),
             "taylorseer1": lambda: taylorseer("taylorseer1", seer, 1),
             "taylorseer2": lambda: taylorseer("taylorseer2", seer, 2),
+            "taylorseer_best": lambda: self.taylorseer_best(budget, seer),
             "l2p": lambda: _schedule_contender("l2p", budget, self.compiled, self.schedule(
                 fora, "l2p", l2p_predictor(fora, self.calibration.gram))),
             "dpcache": lambda: taylorseer("dpcache", self.placement("dpcache", budget), 1),
@@ -277,6 +280,14 @@ class QualityBench:
         if whole_step_cost(budget, steps) >= budget - 1e-9:  # the whole-step peers spend the budget exactly
             del builders["gocopt_whole_steps"]
         return [builders[m]() for m in self.settings.methods if m in builders]
+
+    def taylorseer_best(self, budget: float, mask: np.ndarray) -> Contender:
+        """TaylorSeer on its own shape at the order of 1–4 (its DiT code defaults to 4) whose error on
+        gocopt's span seeds is least (model work: one run of those seeds per order)."""
+        scored = [(self.span_seed_error(s), order, s) for order in TAYLORSEER_ORDERS
+                  for s in [self.schedule(mask, f"taylorseer{order}", TaylorSeerForecast.for_mask(mask, order))]]
+        _, order, schedule = min(scored, key=lambda item: item[:2])
+        return _schedule_contender("taylorseer_best", budget, self.compiled, schedule, f"order {order}")
 
     def first_block_cache(self, budget: float) -> FirstBlockCache:
         """The threshold whose realised cost on the calibration seeds is at most ``budget`` (bisection)."""
@@ -363,39 +374,60 @@ def quality_rows(trained: TrainedModel, settings: QualitySettings, progress: boo
 
     Each row keeps its per-sample PSNR (``psnr_per_sample``, in the seeds' order) so that margins
     between rows can be paired, with their standard errors."""
-    model, evaluator = trained.model, trained.evaluator
-    shape = (model.in_channels, model.input_size, model.input_size)
-    samples = SampleSet.make(settings.samples, BENCHMARK_SEED_BASE + settings.seed, model.num_classes)
-    labels, noise = samples.labels, initial_noise(samples.seeds, shape)
+    labels, noise = evaluation_set(trained, settings.samples, BENCHMARK_SEED_BASE + settings.seed)
     timing = slice(0, settings.timing_samples)
     rows: list[dict] = []
     uncached_facts: dict = {}
     for steps in settings.steps:
         bench = QualityBench(trained, steps, settings, progress)
-        sampler = bench.sampler
-        with torch.no_grad():
-            uncached, uncached_seconds = timed(functools.partial(
-                _sample_in_batches, sampler, model, labels, noise, settings.batch_size))
-        base = evaluator.score(uncached, labels)
-        uncached_facts[steps] = {"fid": base["fid"], "fid_noise": fid_noise(evaluator, uncached),
-                                 "seconds": uncached_seconds}
-        rows.append({"steps": steps, "budget": None, "method": "uncached", "label": LABELS["uncached"], "cost": 1.0,
-                     "speedup": 1.0, "psnr_vs_uncached": None, "ssim_vs_uncached": 1.0, "fd_vs_uncached": 0.0,
-                     "fid_noise": uncached_facts[steps]["fid_noise"], **base, "samples": len(labels)})
-        uncached_images = evaluator.images(uncached)
-        jobs = [(b, c) for b in settings.budgets for c in bench.contenders(b)]
-        for budget, contender in tqdm(jobs, desc=f"DDIM-{steps} rows", disable=not progress):
-            cached, cost = sample_contender(contender, sampler, labels, noise, num_classes=model.num_classes,
-                                            batch_size=settings.batch_size)
-            speedup, per_image = batch_one_speedup(contender, model, sampler, labels[timing], noise[timing],
-                                                   num_classes=model.num_classes)
-            per_sample = psnr(evaluator.images(cached), uncached_images)
-            rows.append({"steps": steps, "budget": budget, "method": contender.method,
-                         "label": LABELS[contender.method] + (f" ({contender.detail})" if contender.detail else ""),
-                         "detail": contender.detail or None, "cost": cost, "speedup": speedup,
-                         "seconds_per_image": per_image, **evaluator.score(cached, labels, reference=uncached),
-                         "samples": len(labels), "psnr_per_sample": [round(float(v), 3) for v in per_sample]})
+        uncached, row = uncached_run(trained, bench.sampler, labels, noise, settings.batch_size)
+        uncached_facts[steps] = {k: row[k] for k in ("fid", "fid_noise", "seconds")}
+        rows.append(row)
+        for budget in settings.budgets:
+            rows += contender_rows(bench, budget, labels, noise, uncached, timing, progress)
     return rows, uncached_facts
+
+
+def evaluation_set(trained: TrainedModel, samples: int, seed_base: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels and initial noise of ``samples`` evaluation seeds from ``seed_base``."""
+    model = trained.model
+    chosen = SampleSet.make(samples, seed_base, model.num_classes)
+    return chosen.labels, initial_noise(chosen.seeds, (model.in_channels, model.input_size, model.input_size))
+
+
+def uncached_run(trained: TrainedModel, sampler: DDIMSampler, labels: torch.Tensor, noise: torch.Tensor,
+                 batch_size: int) -> tuple[torch.Tensor, dict]:
+    """The uncached samples every row of a step count is scored against, and their own row
+    (FID with its bootstrap noise, IS, accuracy, seconds)."""
+    model, evaluator = trained.model, trained.evaluator
+    with torch.no_grad():
+        uncached, seconds = timed(functools.partial(_sample_in_batches, sampler, model, labels, noise, batch_size))
+    base = evaluator.score(uncached, labels)
+    return uncached, {"steps": sampler.steps, "budget": None, "method": "uncached", "label": LABELS["uncached"],
+                      "cost": 1.0, "speedup": 1.0, "psnr_vs_uncached": None, "ssim_vs_uncached": 1.0,
+                      "fd_vs_uncached": 0.0, "fid_noise": fid_noise(evaluator, uncached), "seconds": seconds, **base,
+                      "samples": len(labels)}
+
+
+def contender_rows(bench: QualityBench, budget: float, labels: torch.Tensor, noise: torch.Tensor,
+                   uncached: torch.Tensor, timing: slice, progress: bool = True) -> list[dict]:
+    """Every contender of ``bench`` at ``budget``: sampled on ``labels`` / ``noise``, scored against
+    the ``uncached`` samples of the same seeds, timed at batch size 1 on the ``timing`` seeds."""
+    model, evaluator, sampler, steps = bench.model, bench.trained.evaluator, bench.sampler, bench.sampler.steps
+    uncached_images = evaluator.images(uncached)
+    rows = []
+    for contender in tqdm(bench.contenders(budget), desc=f"DDIM-{steps} b{budget:g} rows", disable=not progress):
+        cached, cost = sample_contender(contender, sampler, labels, noise, num_classes=model.num_classes,
+                                        batch_size=bench.settings.batch_size)
+        speedup, per_image = batch_one_speedup(contender, model, sampler, labels[timing], noise[timing],
+                                               num_classes=model.num_classes)
+        per_sample = psnr(evaluator.images(cached), uncached_images)
+        rows.append({"steps": steps, "budget": budget, "method": contender.method,
+                     "label": LABELS[contender.method] + (f" ({contender.detail})" if contender.detail else ""),
+                     "detail": contender.detail or None, "cost": cost, "speedup": speedup,
+                     "seconds_per_image": per_image, **evaluator.score(cached, labels, reference=uncached),
+                     "samples": len(labels), "psnr_per_sample": [round(float(v), 3) for v in per_sample]})
+    return rows
 
 
 def paired_margin(ours: dict, theirs: dict) -> tuple[float, float | None]:
@@ -408,10 +440,11 @@ def paired_margin(ours: dict, theirs: dict) -> tuple[float, float | None]:
     return margin, float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
-def _equal_cost_row(ours: Sequence[dict], cost: float) -> dict:
-    """Of gocopt's rows (by cost), the dearest that costs no more than ``cost`` (the cheapest if none)."""
+def _equal_cost_row(ours: Sequence[dict], cost: float) -> dict | None:
+    """Of gocopt's rows (by cost), the dearest that costs no more than ``cost``; None if every one
+    costs more (such a peer is shown, never counted: a margin bought with more compute is no margin)."""
     fitting = [r for r in ours if r["cost"] <= cost + 1e-9]
-    return fitting[-1] if fitting else ours[0]
+    return fitting[-1] if fitting else None
 
 
 def whole_step_cost(budget: float, steps: int) -> float:
@@ -424,7 +457,9 @@ def verdicts(rows: Sequence[dict]) -> list[dict]:
 
     Each peer row is held against the gocopt row of the highest cost that is not above its own
     (``gocopt_whole_steps`` for the peers that compute whole steps, where the budget is not a whole
-    number of steps): ``margin_db`` is gocopt's least PSNR lead over a peer at equal cost (the best
+    number of steps); a peer cheaper than every gocopt row is listed in ``cheaper_rows`` and not
+    counted (issue #32: only gocopt compiled at that peer's cost could be held against it).
+    ``margin_db`` is gocopt's least PSNR lead over a peer at equal cost (the best
     row), ``margin_stderr`` its paired standard error; ``composite_margin_db`` the lead over the best
     composite; ``meets_goal`` issue #21's bar: best PSNR and FD of every row, by ≥ 1 dB."""
     out = []
@@ -433,11 +468,13 @@ def verdicts(rows: Sequence[dict]) -> list[dict]:
         ours = sorted((r for r in group if r["method"] in GOCOPT_ROWS), key=lambda r: r["cost"])
         peers = [r for r in group if r["method"] not in (*GOCOPT_ROWS, "uncached")]
 
-        against = {r["method"]: _equal_cost_row(ours, r["cost"]) for r in peers}
-        losses = [r["method"] for r in peers if r["psnr_vs_uncached"] >= against[r["method"]]["psnr_vs_uncached"]
+        matched = {r["method"]: _equal_cost_row(ours, r["cost"]) for r in peers}
+        against = {m: row for m, row in matched.items() if row is not None}
+        counted = [r for r in peers if r["method"] in against]
+        losses = [r["method"] for r in counted if r["psnr_vs_uncached"] >= against[r["method"]]["psnr_vs_uncached"]
                   or r["fd_vs_uncached"] <= against[r["method"]]["fd_vs_uncached"]]
-        cheaper = [r["method"] for r in peers if r["cost"] < ours[0]["cost"] - 1e-9]
-        lead = {r["method"]: paired_margin(against[r["method"]], r) for r in peers}
+        cheaper = [r["method"] for r in peers if r["method"] not in against]
+        lead = {r["method"]: paired_margin(against[r["method"]], r) for r in counted}
         best = min(lead, key=lambda m: lead[m][0]) if lead else None
         composite = lead.get("composite", (None, None))
         margin = lead[best] if best else (None, None)

@@ -17,6 +17,7 @@ from benchmarks.peers.lemica import lexicographic_minimax_path
 from benchmarks.peers.smoothcache import smoothcache_mask, threshold_mask
 from benchmarks.peers.taylorseer import TaylorSeerForecast, taylorseer_mask
 from gocopt.compiled import cache_model
+from gocopt.errors import ScheduleError
 from gocopt.sampling import DDIMSampler, initial_noise
 from gocopt.schedule import Schedule
 from gocopt.schedule.predictors import Taylor
@@ -71,16 +72,20 @@ def test_taylorseer_shape_warms_up_then_computes_every_n_within_the_budget(steps
 
 
 def test_lemica_bounds_the_worst_span_where_the_sum_would_not():
-    """4 steps, 2 computes: [0, 1] reuses 2–3 (error 5), [0, 2] reuses 1 and 3 (3 + 3), [0, 3] reuses
-    1–2 (5.5). The least sum is [0, 1]; LeMiCa's least worst span is [0, 2]."""
-    table = EdgeTable(4, 4, {(0, 2): 3.0, (2, 4): 3.0, (1, 4): 5.0, (0, 3): 5.5, (0, 4): 99.0, (1, 3): 99.0})
-    assert best_path(table, 2) == [0, 1]
-    assert lexicographic_minimax_path(table, 2) == [0, 2]
+    """5 steps, 3 computes, first and last always: [0, 1, 4] reuses 2–3 (error 5), [0, 2, 4] reuses
+    1 and 3 (3 + 3), [0, 3, 4] reuses 1–2 (5.5). The least sum is [0, 1, 4]; LeMiCa's least worst
+    span is [0, 2, 4]; a path that skips the last step is never LeMiCa's."""
+    table = EdgeTable(5, 4, {(0, 2): 3.0, (2, 4): 3.0, (1, 4): 5.0, (0, 3): 5.5, (3, 5): 99.0, (1, 3): 99.0})
+    assert lexicographic_minimax_path(table, 3) == [0, 2, 4]
+    assert best_path(table, 3) == [0, 1, 4]
+    with pytest.raises(ScheduleError, match="computes the first and the last step"):
+        lexicographic_minimax_path(table, 1)
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_lemica_path_is_the_lexicographic_minimax_of_all_paths(seed):
-    """Against brute force over every path: errors sorted largest first, compared lexicographically."""
+    """Against brute force over every path from the first to the last step: errors sorted largest
+    first, compared lexicographically."""
     import itertools
 
     rng = np.random.default_rng(seed)
@@ -89,14 +94,12 @@ def test_lemica_path_is_the_lexicographic_minimax_of_all_paths(seed):
     table = EdgeTable(steps, max_gap, {span: float(rng.integers(1, 6)) for span in spans})  # many ties
 
     def key(path):
-        ends = [*path[1:], steps]
-        weights = [0.0 if (d == steps and c == steps - 1) else table.weight(c, d) for c, d in zip(path, ends)]
-        return tuple(sorted(weights, reverse=True))
+        return tuple(sorted((table.weight(c, d) for c, d in zip(path, path[1:])), reverse=True))
 
-    paths = [[0, *rest] for rest in itertools.combinations(range(1, steps), computes - 1)]
-    finite = [p for p in paths if np.isfinite(key(p)).all()]
-    least = min(key(p) for p in finite)
-    assert key(lexicographic_minimax_path(table, computes)) == least
+    paths = [[0, *rest, steps - 1] for rest in itertools.combinations(range(1, steps - 1), computes - 2)]
+    least = min(key(p) for p in paths if np.isfinite(key(p)).all())
+    found = lexicographic_minimax_path(table, computes)
+    assert found[0] == 0 and found[-1] == steps - 1 and key(found) == least
 
 
 def _gram(trajectories: np.ndarray) -> np.ndarray:
@@ -160,7 +163,7 @@ def test_dpcache_path_is_the_least_taylorseer_error_of_all_paths(seed):
 
 def test_budcache_keeps_its_number_of_computes_spends_at_most_its_runs_and_finds_the_best_mask():
     """A score with a known optimum (each skipped step costs its weight: the best mask computes the
-    heaviest steps): found from a uniform start, never a run more than allowed, 4 computes kept."""
+    heaviest steps): found from BudCache's random start, never a run more than allowed, 4 computes kept."""
     weights = np.array([0, 5, 1, 9, 2, 2, 7, 1, 0.5, 3, 1, 0.2])
     calls = []
 
@@ -169,13 +172,55 @@ def test_budcache_keeps_its_number_of_computes_spends_at_most_its_runs_and_finds
         assert row[0] and row.sum() == 4
         return float(weights[~row].sum())
 
-    start = np.zeros(12, dtype=bool)
-    start[[0, 4, 6, 8]] = True  # a poor start
-    best = budcache_row(score, start, evaluations=120, seed=0)
+    best = budcache_row(score, 12, 4, evaluations=400, seed=0)
     assert np.flatnonzero(best).tolist() == [0, 1, 3, 6]
-    assert len(calls) <= 120 and len({c.tobytes() for c in calls}) == len(calls)  # no mask run twice
-    few = budcache_row(score, start, evaluations=3, seed=0)
-    assert len(calls) <= 120 + 3 and few.sum() == 4
+    assert len(calls) <= 400 and len({c.tobytes() for c in calls}) == len(calls)  # no mask run twice
+    few = budcache_row(score, 12, 4, evaluations=3, seed=0)
+    assert len(calls) <= 400 + 3 and few.sum() == 4
+
+
+def test_budcache_starts_early_and_proposes_its_code_s_move_mix():
+    """Its code: the first max(1, nfe // 4) steps computed at the start; 90 % single swaps (70 % of
+    them within ±3 steps), 10 % double swaps; step 0 never moves."""
+    from benchmarks.peers.budcache import budcache_start, propose
+
+    rng = np.random.default_rng(0)
+    start = budcache_start(50, 12, rng)
+    assert start[:3].all() and start.sum() == 12
+    sparse = np.zeros(50, dtype=bool)
+    sparse[[0, 10, 20, 30, 40]] = True  # every computed step has free neighbours: the mix shows plainly
+    moved = [propose(sparse, rng) for _ in range(20_000)]
+    changed = np.array([int((m != sparse).sum()) for m in moved])  # 2 cells per single swap, 4 per double
+    # 10 % double swaps, a quarter of which move the step the first swap moved (4 computed steps may
+    # move): those change 2 cells, the rest 4, so 7.5 % of proposals change 4
+    assert 0.065 < np.mean(changed == 4) < 0.085
+    reach = [min(abs(np.flatnonzero(m & ~sparse)[0] - s) for s in np.flatnonzero(sparse & ~m))
+             for m, c in zip(moved, changed) if c == 2]
+    # 70 % local by choice, and the far draws land within ±3 of the source by chance (6 of 45 free steps)
+    assert 0.72 < np.mean(np.array(reach) <= 3) < 0.77
+    assert all(m[0] for m in moved)
+
+
+def test_budcache_climbing_takes_the_steepest_move_until_none_improves():
+    """From a mask one local move from the optimum, one round of steepest ascent reaches it, and the
+    next round (no improving move) ends the climb."""
+    from benchmarks.peers.budcache import climbing_moves
+
+    rng = np.random.default_rng(0)
+    row = np.zeros(10, dtype=bool)
+    row[[0, 4]] = True
+    moves = climbing_moves(row, rng)
+    targets = sorted(int(np.flatnonzero(m & ~row)[0]) for m in moves)
+    assert [t for t in targets if abs(t - 4) <= 3] == [1, 2, 3, 5, 6, 7] and len(targets) == 8  # + 2 far jumps
+    weights = np.array([0, 0, 0, 0, 1, 0, 0, 9, 0, 0.0])  # computing step 7 saves the most
+    calls = []
+
+    def score(r):
+        calls.append(r.copy())
+        return float(weights[~r].sum())
+
+    best = budcache_row(score, 10, 2, evaluations=1000, seed=3)
+    assert np.flatnonzero(best).tolist() == [0, 7]
 
 
 def test_smoothcache_threshold_accumulates_and_meets_the_budget():
@@ -225,8 +270,8 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     rows = results["quality_rows"]
     methods = {r["method"] for r in rows}
     assert methods == {"uncached", "fora", "fora_goc_paper", "l2c", "smoothcache", "first_block_cache", "taylorseer",
-                       "taylorseer_fora2", "taylorseer1", "taylorseer2", "l2p", "dpcache", "budcache", "lemica",
-                       "composite", "gocopt"}
+                       "taylorseer_fora2", "taylorseer1", "taylorseer2", "taylorseer_best", "l2p", "dpcache",
+                       "budcache", "lemica", "composite", "gocopt"}
     assert results["verdicts"][0]["margin_db"] is not None and results["command"].endswith("--quick --out " + str(out))
     for r in rows:
         if r["method"] not in ("uncached", "first_block_cache"):  # static schedules: cost within the budget
@@ -303,6 +348,20 @@ def test_a_whole_step_peer_is_held_against_gocopt_at_its_own_cost():
     assert v["against"] == {"lemica": "gocopt_whole_steps", "smoothcache": "gocopt"}
     assert v["best_peer"] == "lemica" and v["margin_db"] == pytest.approx(-0.5)
     assert v["loses_to"] == ["lemica"] and not v["gocopt_wins"]
+
+
+def test_a_peer_cheaper_than_every_gocopt_row_is_shown_not_counted():
+    """Issue #32: a dynamic peer that realised 0.248 at budget 0.25 is held against no gocopt row
+    costing 0.25 (nor the cheapest one): it is listed as cheaper, and no margin or loss is claimed."""
+    from benchmarks.quality_table import verdicts
+
+    row = {"steps": 20, "budget": 0.25}
+    rows = [{**row, "method": "gocopt", "cost": 0.25, "psnr_vs_uncached": 41.0, "fd_vs_uncached": 1.0},
+            {**row, "method": "first_block_cache", "cost": 0.248, "psnr_vs_uncached": 42.0, "fd_vs_uncached": 0.5},
+            {**row, "method": "fora", "cost": 0.25, "psnr_vs_uncached": 38.0, "fd_vs_uncached": 2.0}]
+    (v,) = verdicts(rows)
+    assert v["cheaper_rows"] == ["first_block_cache"] and v["against"] == {"fora": "gocopt"}
+    assert v["gocopt_wins"] and v["best_peer"] == "fora" and v["margin_db"] == pytest.approx(3.0)
 
 
 def test_margins_are_paired_per_sample_with_their_standard_error():

@@ -28,6 +28,8 @@ from gocopt.errors import ScheduleError
 from gocopt.schedule.predictors import computed_steps_before
 from gocopt.schedule.reuse import PLAIN, Action, Reuse
 
+ORDERS = (1, 2, 3, 4)
+
 
 def taylorseer_mask(steps: int, num_sites: int, budget: float, warmup: int = 2) -> np.ndarray:
     """The first ``warmup`` (or more) steps computed, then one full step every ``N``; cost ≤ ``budget``."""
@@ -50,7 +52,7 @@ def taylorseer_mask(steps: int, num_sites: int, budget: float, warmup: int = 2) 
 
 @dataclass(frozen=True)
 class TaylorSeerForecast:
-    """TaylorSeer's forecast of ``order`` 1 or 2 (a gocopt predictor, for the benchmarks only:
+    """TaylorSeer's forecast of ``order`` 1 to 4 (a gocopt predictor, for the benchmarks only:
     ``gocopt.load`` does not know its kind). ``warmup``: TaylorSeer's ``first_enhance``, the steps
     computed in full first; its factors above order 0 start at the computed step after
     ``warmup − 2``, so on FORA's mask (nothing computed twice in a row) pass ``warmup=1``."""
@@ -60,8 +62,8 @@ class TaylorSeerForecast:
     kind: str = field(default="taylorseer", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.order not in (1, 2):
-            raise ScheduleError(f"TaylorSeer's order is 1 or 2, got {self.order}")
+        if self.order not in ORDERS:
+            raise ScheduleError(f"TaylorSeer's order is one of {ORDERS} (its DiT code defaults to 4), got {self.order}")
 
     @classmethod
     def for_mask(cls, mask: np.ndarray, order: int) -> TaylorSeerForecast:
