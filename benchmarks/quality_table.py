@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 import gocopt
 from benchmarks.peers.budcache import budcache_row
+from benchmarks.peers.cem import cem_path, cem_prior
 from benchmarks.peers.dpcache import dp_path, forecast_errors
 from benchmarks.peers.first_block_cache import FirstBlockCache
 from benchmarks.peers.l2p import l2p_predictor
@@ -68,7 +69,8 @@ LABELS = {
     "taylorseer2": "TaylorSeer, 2nd order, warm-up + every N",
     "taylorseer_best": "TaylorSeer, best of orders 1–4 on the span seeds, warm-up + every N",
     "l2p": "L2P-style (whole-history weights per step, least squares) on FORA's interval-K",
-    "dpcache": "DPCache/CEM-style (path-aware DP over calibration errors + TaylorSeer 1st order)",
+    "dpcache": "DPCache-style (path-aware DP over calibration forecast errors + TaylorSeer 1st order)",
+    "cem": "CEM (DP over its reuse-error prior, gaps round(T/Ns) ± 1, first and last computed, plain reuse)",
     "budcache": "BudCache-style (full steps searched by annealing + hill climbing, plain reuse)",
     "lemica": "LeMiCa (lexicographic minimax path, whole model, plain reuse)",
     "composite": "best composite: a peer's placement × a peer's forecast, picked on the span seeds",
@@ -78,7 +80,8 @@ LABELS = {
 GOCOPT_ROWS = ("gocopt", "gocopt_whole_steps")
 GOAL_MARGIN_DB = 1.0  # issue #21: gocopt ≥ the best other row by this much PSNR, with lower FD
 PLACEMENTS = {"fora": "FORA's interval", "lemica": "LeMiCa's path", "dpcache": "DPCache's path",
-              "budcache": "BudCache's steps"}  # the whole-step masks the composites combine
+              "cem": "CEM's path", "budcache": "BudCache's steps",
+              "taylorseer": "TaylorSeer's shape"}  # the whole-step masks the composites combine
 FORECASTS = ("plain", "GOC (paper)", "TaylorSeer 1st", "TaylorSeer 2nd", "L2P")
 
 
@@ -184,6 +187,13 @@ class QualityBench:
         path = dp_path(self._forecast_errors, int(np.floor(budget * steps + 1e-9)), max_gap)
         return path_mask(path, steps, len(self.ids))
 
+    def cem_mask(self, budget: float) -> np.ndarray:
+        """CEM: the whole model computed at the steps of the least-prior path, first and last step
+        forced, gaps within round(T / Ns) ± 1 (:mod:`benchmarks.peers.cem`)."""
+        steps = self.sampler.steps
+        path = cem_path(cem_prior(self.calibration.gram), int(np.floor(budget * steps + 1e-9)))
+        return path_mask(path, steps, len(self.ids))
+
     @torch.no_grad()
     def budcache_mask(self, budget: float) -> np.ndarray:
         """BudCache: floor(budget · steps) full steps, placed by its annealing + hill climbing
@@ -215,6 +225,8 @@ class QualityBench:
         if (method, budget) not in self._masks:
             make = {"fora": lambda: interval_at_budget(self.sampler.steps, len(self.ids), budget),
                     "lemica": lambda: self.lemica_mask(budget), "dpcache": lambda: self.dpcache_mask(budget),
+                    "cem": lambda: self.cem_mask(budget),
+                    "taylorseer": lambda: taylorseer_mask(self.sampler.steps, len(self.ids), budget),
                     "budcache": lambda: self.budcache_mask(budget)}[method]
             self._masks[(method, budget)] = make()
         return self._masks[(method, budget)]
@@ -269,6 +281,8 @@ class QualityBench:
             "l2p": lambda: _schedule_contender("l2p", budget, self.compiled, self.schedule(
                 fora, "l2p", l2p_predictor(fora, self.calibration.gram))),
             "dpcache": lambda: taylorseer("dpcache", self.placement("dpcache", budget), 1),
+            "cem": lambda: _schedule_contender("cem", budget, self.compiled,
+                                               self.schedule(self.placement("cem", budget), "cem")),
             "budcache": lambda: _schedule_contender("budcache", budget, self.compiled,
                                                     self.schedule(self.placement("budcache", budget), "budcache")),
             "lemica": lambda: _schedule_contender("lemica", budget, self.compiled,

@@ -223,6 +223,34 @@ def test_budcache_climbing_takes_the_steepest_move_until_none_improves():
     assert np.flatnonzero(best).tolist() == [0, 7]
 
 
+def test_cem_prior_is_plain_reuse_error_and_its_path_the_least_within_its_gaps():
+    """CEM's code: a 2-D prior err[C][t], cumulative sums along t, gaps within round(T/Ns) ± 1, the
+    first and last steps forced. Against brute force on a hand-made trajectory."""
+    import itertools
+
+    from benchmarks.peers.cem import cem_gap_range, cem_path, cem_prior
+
+    rng = np.random.default_rng(0)
+    trajectories = np.cumsum(rng.normal(size=(2, 12, 5)), axis=1)  # (sites, steps, features)
+    err = cem_prior(_gram(trajectories))
+    f = trajectories
+    expected = sum(np.sum((f[i, 7] - f[i, 3]) ** 2) / np.sum(f[i, 7] ** 2) for i in range(2))
+    assert err[3, 7] == pytest.approx(expected) and err[7, 3] == 0.0 and err[5, 5] == 0.0
+    steps, computes = 12, 4
+    low, high = cem_gap_range(steps, computes)
+    assert (low, high) == (2, 4)
+
+    def cost(path):
+        return sum(err[c, c + 1:d].sum() for c, d in zip(path, path[1:]))
+
+    paths = [[0, *rest, steps - 1] for rest in itertools.combinations(range(1, steps - 1), computes - 2)
+             if all(low <= d - c <= high for c, d in zip([0, *rest], [*rest, steps - 1]))]
+    found = cem_path(err, computes)
+    assert found in paths and cost(found) == pytest.approx(min(cost(p) for p in paths))
+    with pytest.raises(ScheduleError, match="first and the last"):
+        cem_path(err, 1)
+
+
 def test_smoothcache_threshold_accumulates_and_meets_the_budget():
     change = np.array([[np.nan, np.nan], [0.1, 0.5], [0.1, 0.5], [0.1, 0.5]])
     # alpha 0.25: site 0 accumulates 0.1, 0.2, 0.3 → computes at step 3; site 1 always over
@@ -270,7 +298,7 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     rows = results["quality_rows"]
     methods = {r["method"] for r in rows}
     assert methods == {"uncached", "fora", "fora_goc_paper", "l2c", "smoothcache", "first_block_cache", "taylorseer",
-                       "taylorseer_fora2", "taylorseer1", "taylorseer2", "taylorseer_best", "l2p", "dpcache",
+                       "taylorseer_fora2", "taylorseer1", "taylorseer2", "taylorseer_best", "l2p", "dpcache", "cem",
                        "budcache", "lemica", "composite", "gocopt"}
     assert results["verdicts"][0]["margin_db"] is not None and results["command"].endswith("--quick --out " + str(out))
     for r in rows:

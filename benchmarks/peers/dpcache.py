@@ -1,11 +1,13 @@
-"""DPCache / CEM-style placement (CVPR 2026 arXiv 2602.22654, ICLR 2026 arXiv 2512.23258).
+"""DPCache-style placement (CVPR 2026, arXiv 2602.22654); CEM, the other DP peer, is rebuilt as its
+code computes it in :mod:`benchmarks.peers.cem`.
 
-Both place whole-model compute steps by dynamic programming over an error table measured once
-on a small calibration set, for any number of computes, and forecast the skipped steps with
-TaylorSeer. What sets DPCache apart from LeMiCa's graph is that the cost is *path-aware*: a
+DPCache places whole-model compute steps by dynamic programming over an error table measured once
+on a small calibration set, for any number of computes, and forecasts the skipped steps with
+TaylorSeer. What sets it apart from LeMiCa's graph is that the cost is *path-aware*: a
 skipped step's error depends on which computes the forecast is made from, so the table is a
 tensor over (compute before last, last compute, next compute) and the DP state is the last two
 computes. That is exact for TaylorSeer's first-order forecast, which reads exactly those two.
+"Style": this is the method as its paper states it, not a port of its code.
 
 The table here is the forecast's relative squared feature error on the calibration runs,
 ``Σ_sites ‖F[s] − F̂[s]‖² / ‖F[s]‖²`` summed over the skipped steps, computed from calibration's
