@@ -29,7 +29,7 @@ from benchmarks.peers.budcache import budcache_row
 from benchmarks.peers.cem import cem_path, cem_prior
 from benchmarks.peers.dpcache import dp_path, forecast_errors
 from benchmarks.peers.first_block_cache import FirstBlockCache
-from benchmarks.peers.l2p import l2p_predictor
+from benchmarks.peers.l2p import L2PCache, l2p_predictor, l2p_schedule, l2p_weights
 from benchmarks.peers.lemica import lexicographic_minimax_path
 from benchmarks.peers.smoothcache import smoothcache_mask
 from benchmarks.peers.taylorseer import ORDERS as TAYLORSEER_ORDERS
@@ -68,7 +68,8 @@ LABELS = {
     "taylorseer1": "TaylorSeer, 1st order, warm-up + every N",
     "taylorseer2": "TaylorSeer, 2nd order, warm-up + every N",
     "taylorseer_best": "TaylorSeer, best of orders 1–4 on the span seeds, warm-up + every N",
-    "l2p": "L2P-style (whole-history weights per step, least squares) on FORA's interval-K",
+    "l2p": "L2P (model-output weights over the whole history, Adam one step ahead) on its front-loaded schedule",
+    "l2p_fora": "L2P (model-output weights over the whole history, Adam one step ahead) on FORA's interval-K",
     "dpcache": "DPCache-style (path-aware DP over calibration forecast errors + TaylorSeer 1st order)",
     "cem": "CEM (DP over its reuse-error prior, gaps round(T/Ns) ± 1, first and last computed, plain reuse)",
     "budcache": "BudCache-style (full steps searched by annealing + hill climbing, plain reuse)",
@@ -163,6 +164,7 @@ class QualityBench:
                                      num_classes=model.num_classes, seeds=calib.seeds)
         self._forecast_errors: np.ndarray | None = None  # DPCache's table, made on first use
         self._masks: dict[tuple[str, float], np.ndarray] = {}  # each searched placement once per budget
+        self._outputs: torch.Tensor | None = None  # L2P's training data, made on first use
         seeds = slice(0, SPAN_SEEDS)  # LeMiCa's spans: whole-model plain reuse, end-to-end error (its paper's)
         self.plain_spans = measure_spans(self.compiled, self.sampler, self.calib_labels[seeds], self.calib_noise[seeds],
                                          self.calibration.samples[seeds], gram=None, num_classes=model.num_classes,
@@ -278,8 +280,8 @@ class QualityBench:
             "taylorseer1": lambda: taylorseer("taylorseer1", seer, 1),
             "taylorseer2": lambda: taylorseer("taylorseer2", seer, 2),
             "taylorseer_best": lambda: self.taylorseer_best(budget, seer),
-            "l2p": lambda: _schedule_contender("l2p", budget, self.compiled, self.schedule(
-                fora, "l2p", l2p_predictor(fora, self.calibration.gram))),
+            "l2p": lambda: self.l2p("l2p", budget, l2p_schedule(steps, int(np.floor(budget * steps + 1e-9)))),
+            "l2p_fora": lambda: self.l2p("l2p_fora", budget, fora[:, 0]),
             "dpcache": lambda: taylorseer("dpcache", self.placement("dpcache", budget), 1),
             "cem": lambda: _schedule_contender("cem", budget, self.compiled,
                                                self.schedule(self.placement("cem", budget), "cem")),
@@ -302,6 +304,31 @@ class QualityBench:
                   for s in [self.schedule(mask, f"taylorseer{order}", TaylorSeerForecast.for_mask(mask, order))]]
         _, order, schedule = min(scored, key=lambda item: item[:2])
         return _schedule_contender("taylorseer_best", budget, self.compiled, schedule, f"order {order}")
+
+    def l2p(self, method: str, budget: float, computed: np.ndarray) -> Contender:
+        """L2P wrapping the model (:class:`~benchmarks.peers.l2p.L2PCache`) on the ``computed`` steps,
+        its weights trained on the uncached outputs of the calibration runs."""
+        cache = L2PCache(self.model, computed, l2p_weights(self.model_outputs(), computed, seed=self.settings.seed))
+        return Contender(method, budget, cache, cache.reset, cache.cost)
+
+    @torch.no_grad()
+    def model_outputs(self) -> torch.Tensor:
+        """``(steps, rows, …)``: the uncached model's outputs at every step of the calibration runs
+        (one more uncached run of those seeds, made once: L2P's set-up)."""
+        if self._outputs is None:
+            outputs: list[torch.Tensor] = []
+
+            def record(module, args, output) -> None:
+                outputs.append(output.detach().cpu())
+
+            hook = self.model.register_forward_hook(record)
+            try:
+                self.sampler.sample(self.model, self.calib_labels, self.calib_noise,
+                                    num_classes=self.model.num_classes)
+            finally:
+                hook.remove()
+            self._outputs = torch.stack(outputs)
+        return self._outputs
 
     def first_block_cache(self, budget: float) -> FirstBlockCache:
         """The threshold whose realised cost on the calibration seeds is at most ``budget`` (bisection)."""

@@ -136,6 +136,59 @@ def test_l2p_weights_are_one_least_squares_fit_over_all_sites():
                                                                  / (v[:, 0].ravel() @ v[:, 0].ravel()))})
 
 
+def test_l2p_schedule_is_its_own_at_50_steps_and_front_loaded_when_scaled():
+    from benchmarks.peers.l2p import L2P_SCHEDULE_50, l2p_schedule
+
+    assert np.flatnonzero(l2p_schedule(50, 11)).tolist() == list(L2P_SCHEDULE_50)
+    row = l2p_schedule(20, 5)
+    assert row.sum() == 5 and row[0] and np.flatnonzero(row).tolist() == sorted(np.flatnonzero(row).tolist())
+    gaps = np.diff(np.flatnonzero(row))
+    assert gaps[0] <= gaps[-1]  # front-loaded: early computes closer together
+    assert l2p_schedule(20, 20).all()
+
+
+def test_l2p_learns_a_linear_recurrence_of_the_outputs_one_step_ahead():
+    """Outputs that follow o[s] = 1.6 o[s−1] − 0.6 o[s−2]: from plain reuse, Adam (lr 0.01, 201
+    epochs, as its code) learns weights whose one-step-ahead forecast error is a small fraction of
+    plain reuse's, and the wrapper runs them, forecast outputs feeding later forecasts."""
+    from benchmarks.peers.l2p import L2PCache, l2p_weights
+
+    rng = np.random.default_rng(0)
+    o = np.zeros((8, 16, 6))
+    o[0], o[1] = rng.normal(size=(2, 16, 6))
+    for s in range(2, 8):
+        o[s] = 1.6 * o[s - 1] - 0.6 * o[s - 2]
+    outputs = torch.tensor(o)
+    computed = np.array([1, 1, 1, 0, 1, 0, 1, 0], dtype=bool)
+    weights = l2p_weights(outputs, computed)
+    assert torch.equal(weights[computed], torch.zeros(int(computed.sum()), 8, dtype=torch.float64))
+    assert (torch.triu(weights) == 0).all()  # lower-triangular: only earlier steps
+    flat = outputs.reshape(8, -1)
+    for s in (3, 5, 7):
+        learned = (weights[s, :s] @ flat[:s] - flat[s]).norm()
+        plain = (flat[s - 1] - flat[s]).norm()
+        assert learned < 0.2 * plain, (s, float(learned), float(plain))
+
+    class Replay(torch.nn.Module):  # a "model" that answers with the recorded output of the step it is told
+        def __init__(self):
+            super().__init__()
+            self.step, self.called = 0, []
+
+        def forward(self, x, t, y):
+            self.called.append(self.step)
+            return outputs[self.step][:2]
+
+    model = Replay()
+    cache = L2PCache(model, computed, weights)
+    got = []
+    for s in range(8):
+        model.step = s
+        got.append(cache(None, None, None))
+    assert model.called == [0, 1, 2, 4, 6] and cache.cost() == pytest.approx(5 / 8)
+    expected7 = (weights[7, :7, None, None] * torch.stack(got[:7])).sum(0)
+    assert torch.allclose(got[7], expected7)  # a forecast from every earlier output, forecasts included
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_dpcache_path_is_the_least_taylorseer_error_of_all_paths(seed):
     """The path-aware DP against brute force: every path's error is TaylorSeer's order-1 forecast
@@ -298,7 +351,8 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
     rows = results["quality_rows"]
     methods = {r["method"] for r in rows}
     assert methods == {"uncached", "fora", "fora_goc_paper", "l2c", "smoothcache", "first_block_cache", "taylorseer",
-                       "taylorseer_fora2", "taylorseer1", "taylorseer2", "taylorseer_best", "l2p", "dpcache", "cem",
+                       "taylorseer_fora2", "taylorseer1", "taylorseer2", "taylorseer_best", "l2p", "l2p_fora",
+                       "dpcache", "cem",
                        "budcache", "lemica", "composite", "gocopt"}
     assert results["verdicts"][0]["margin_db"] is not None and results["command"].endswith("--quick --out " + str(out))
     for r in rows:
