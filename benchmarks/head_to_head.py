@@ -52,7 +52,7 @@ QUALITY_COLUMNS = [("label", "method", ""), ("budget", "budget", ".2f"), ("cost"
                    ("psnr_vs_uncached", "PSNR (dB)", ".2f"), ("psnr_vs_uncached_stderr", "± s.e.", ".2f"),
                    ("ssim_vs_uncached", "SSIM", ".4f"), ("fd_vs_uncached", "FD vs uncached", ".4f"),
                    ("fid", "FID", ".2f"), ("is", "IS", ".2f"), ("class_accuracy", "accuracy", ".3f"),
-                   ("speedup", "speedup (batch 1)", ".2f")]
+                   ("speedup", "speedup (batch 1)", ".2f"), ("setup_work", "set-up work (samples)", ".0f")]
 SPEED_COLUMNS = [("model", "model", ""), ("batch", "images", ""), ("uncached_seconds", "uncached s", ".2f"),
                  ("budget", "budget", ".2f"), ("cost", "cost", ".3f"), ("seconds", "seconds", ".2f"),
                  ("speedup", "speedup", ".2f"), ("ideal", "ideal 1/budget", ".2f"),

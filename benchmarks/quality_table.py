@@ -14,8 +14,9 @@ was tuned on, and the latent one nobody tuned on (no x0 clipping; scored on its 
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from gocopt.search.effort import Effort
 from gocopt.search.path import path_mask
 from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans, span_image_steps
 from gocopt.timing import timed
+from gocopt.work import WorkMeter
 
 # Seed sets, each disjoint from gocopt.compile's search (10_000+) and held-out (20_000+) seeds:
 DESIGN_SEED_BASE = 30_000  # the design experiments' (compile_cost, span_tables; the head-to-head's until #21)
@@ -79,6 +81,16 @@ LABELS = {
     "gocopt_whole_steps": "gocopt compiled at the whole-step peers' cost (floor(budget·steps)/steps)",
 }
 GOCOPT_ROWS = ("gocopt", "gocopt_whole_steps")
+SETUP_NEEDS = {  # the set-ups (QualityBench.setup phases) each row's method uses; none for the rest
+    "smoothcache": ("calibration",),  # its per-site change curve
+    "dpcache": ("calibration",), "cem": ("calibration",),  # their error tables, from the calibration runs
+    "l2p": ("l2p outputs",), "l2p_fora": ("l2p outputs",),
+    "lemica": ("lemica spans",),
+    "budcache": ("budcache {budget}",),
+    "first_block_cache": ("first_block_cache {budget}",),
+    "taylorseer_best": ("taylorseer_best {budget}",),
+    "composite": ("composite {budget}", "calibration", "lemica spans", "budcache {budget}"),
+}
 GOAL_MARGIN_DB = 1.0  # issue #21: gocopt ≥ the best other row by this much PSNR, with lower FD
 PLACEMENTS = {"fora": "FORA's interval", "lemica": "LeMiCa's path", "dpcache": "DPCache's path",
               "cem": "CEM's path", "budcache": "BudCache's steps",
@@ -113,6 +125,7 @@ class Contender:
     reset: Callable[[], None]
     run_cost: Callable[[], float]
     detail: str = ""  # what a composite row chose
+    setup_work: float | None = None  # model work before sampling, when the row knows it (gocopt's schedule file)
 
 
 @dataclass
@@ -160,16 +173,33 @@ class QualityBench:
         shape = (model.in_channels, model.input_size, model.input_size)
         calib = SampleSet.make(settings.calibration_samples, SEARCH_SEED_BASE + settings.seed, model.num_classes)
         self.calib_labels, self.calib_noise = calib.labels, initial_noise(calib.seeds, shape)
-        self.calibration = calibrate(self.compiled, self.sampler, self.calib_labels, self.calib_noise,
-                                     num_classes=model.num_classes, seeds=calib.seeds)
+        self.meter = WorkMeter([model, self.compiled], steps=steps, rows_per_image_step=2)  # CFG: 2 rows an image
+        with self.setup("calibration"):
+            self.calibration = calibrate(self.compiled, self.sampler, self.calib_labels, self.calib_noise,
+                                         num_classes=model.num_classes, seeds=calib.seeds)
         self._forecast_errors: np.ndarray | None = None  # DPCache's table, made on first use
         self._masks: dict[tuple[str, float], np.ndarray] = {}  # each searched placement once per budget
         self._outputs: torch.Tensor | None = None  # L2P's training data, made on first use
         seeds = slice(0, SPAN_SEEDS)  # LeMiCa's spans: whole-model plain reuse, end-to-end error (its paper's)
-        self.plain_spans = measure_spans(self.compiled, self.sampler, self.calib_labels[seeds], self.calib_noise[seeds],
-                                         self.calibration.samples[seeds], gram=None, num_classes=model.num_classes,
-                                         max_gap=max_gap_for(settings.budgets, steps), progress=progress,
-                                         method="end-to-end")
+        with self.setup("lemica spans"):
+            self.plain_spans = measure_spans(self.compiled, self.sampler, self.calib_labels[seeds],
+                                             self.calib_noise[seeds], self.calibration.samples[seeds], gram=None,
+                                             num_classes=model.num_classes, progress=progress, method="end-to-end",
+                                             max_gap=max_gap_for(settings.budgets, steps))
+
+    @contextlib.contextmanager
+    def setup(self, name: str) -> Iterator[None]:
+        """Count the model work inside the block as the set-up ``name`` (see :data:`SETUP_NEEDS`)."""
+        with self.meter, self.meter.phase(name):
+            yield
+
+    def setup_work(self, method: str, budget: float) -> float:
+        """The model work, in uncached-sample equivalents, that ``method``'s row needed before it could
+        sample at ``budget``: every set-up it uses (:data:`SETUP_NEEDS`), each counted once. gocopt's
+        row: the work its schedule file records, less held-out scoring (the whole compile that made it)."""
+        phases = self.meter.summary()["phases"]
+        needs = {need.format(budget=budget) for need in SETUP_NEEDS.get(method, ())}
+        return sum(phases[name]["sample_equivalents"] for name in needs if name in phases)
 
     def schedule(self, mask: np.ndarray, name: str, predictor: Predictor | None = None) -> Schedule:
         return Schedule(mask, self.ids, tuple(self.sampler.timesteps), predictor or GOCConfig(), name)
@@ -208,7 +238,8 @@ class QualityBench:
         def score(row: np.ndarray) -> float:
             return self.span_seed_error(self.schedule(np.repeat(row[:, None], n, axis=1), "budcache"))
 
-        row = budcache_row(score, steps, computes, evaluations=max(1, int(work)), seed=self.settings.seed)
+        with self.setup(f"budcache {budget}"):
+            row = budcache_row(score, steps, computes, evaluations=max(1, int(work)), seed=self.settings.seed)
         return np.repeat(row[:, None], n, axis=1)
 
     @torch.no_grad()
@@ -247,11 +278,12 @@ class QualityBench:
         """Every peer placement × every peer forecast, scored on gocopt's span seeds against the
         uncached run (model work: one run of those seeds per pair, stated in the docs); the best."""
         scored = []
-        for placement in PLACEMENTS:
-            mask = self.placement(placement, budget)
-            for name in FORECASTS:
-                schedule = self.schedule(mask, f"{placement} + {name}", self.forecast(name, mask))
-                scored.append((self.span_seed_error(schedule), placement, name, schedule))
+        masks = {placement: self.placement(placement, budget) for placement in PLACEMENTS}  # their own set-ups
+        with self.setup(f"composite {budget}"):
+            for placement, mask in masks.items():
+                for name in FORECASTS:
+                    schedule = self.schedule(mask, f"{placement} + {name}", self.forecast(name, mask))
+                    scored.append((self.span_seed_error(schedule), placement, name, schedule))
         _, placement, name, schedule = min(scored, key=lambda item: item[0])
         return _schedule_contender("composite", budget, self.compiled, schedule, f"{PLACEMENTS[placement]} + {name}")
 
@@ -300,8 +332,9 @@ class QualityBench:
     def taylorseer_best(self, budget: float, mask: np.ndarray) -> Contender:
         """TaylorSeer on its own shape at the order of 1–4 (its DiT code defaults to 4) whose error on
         gocopt's span seeds is least (model work: one run of those seeds per order)."""
-        scored = [(self.span_seed_error(s), order, s) for order in TAYLORSEER_ORDERS
-                  for s in [self.schedule(mask, f"taylorseer{order}", TaylorSeerForecast.for_mask(mask, order))]]
+        with self.setup(f"taylorseer_best {budget}"):
+            scored = [(self.span_seed_error(s), order, s) for order in TAYLORSEER_ORDERS
+                      for s in [self.schedule(mask, f"taylorseer{order}", TaylorSeerForecast.for_mask(mask, order))]]
         _, order, schedule = min(scored, key=lambda item: item[:2])
         return _schedule_contender("taylorseer_best", budget, self.compiled, schedule, f"order {order}")
 
@@ -323,8 +356,9 @@ class QualityBench:
 
             hook = self.model.register_forward_hook(record)
             try:
-                self.sampler.sample(self.model, self.calib_labels, self.calib_noise,
-                                    num_classes=self.model.num_classes)
+                with self.setup("l2p outputs"):
+                    self.sampler.sample(self.model, self.calib_labels, self.calib_noise,
+                                        num_classes=self.model.num_classes)
             finally:
                 hook.remove()
             self._outputs = torch.stack(outputs)
@@ -334,15 +368,17 @@ class QualityBench:
         """The threshold whose realised cost on the calibration seeds is at most ``budget`` (bisection)."""
         fbc = FirstBlockCache(self.model, threshold=0.0)
         low, high = -4.0, 1.0  # log10 threshold: 1e-4 recomputes every step, 10 skips all it can
-        for _ in range(self.settings.threshold_iterations):
-            fbc.threshold = 10 ** ((low + high) / 2)
-            fbc.reset()
-            with torch.no_grad():
-                self.sampler.sample(fbc, self.calib_labels, self.calib_noise, num_classes=self.model.num_classes)
-            if fbc.cost() <= budget:
-                high = (low + high) / 2
-            else:
-                low = (low + high) / 2
+        with self.setup(f"first_block_cache {budget}"):
+            self.meter.watch(fbc)  # it runs the model's blocks itself, not the model's forward
+            for _ in range(self.settings.threshold_iterations):
+                fbc.threshold = 10 ** ((low + high) / 2)
+                fbc.reset()
+                with torch.no_grad():
+                    self.sampler.sample(fbc, self.calib_labels, self.calib_noise, num_classes=self.model.num_classes)
+                if fbc.cost() <= budget:
+                    high = (low + high) / 2
+                else:
+                    low = (low + high) / 2
         fbc.threshold = 10**high
         fbc.reset()
         return fbc
@@ -363,7 +399,20 @@ class QualityBench:
                                       search_samples=s.calibration_samples, heldout_samples=16, seed=s.seed,
                                       effort=Effort(surrogate_trials=s.surrogate_trials),
                                       progress=self.progress, evaluator=self.trained.evaluator)
-        return _schedule_contender(method, budget if row_budget is None else row_budget, compiled, compiled.schedule)
+        contender = _schedule_contender(method, budget if row_budget is None else row_budget, compiled,
+                                        compiled.schedule)
+        contender.setup_work = compile_work(compiled.schedule)
+        return contender
+
+
+def compile_work(schedule: Schedule) -> float | None:
+    """The model work a schedule file records for the compile that made it, less held-out scoring
+    (which scores the result and does not shape it); None for a file that records none."""
+    work = schedule.provenance.get("work")
+    if not work:
+        return None
+    held_out = work["phases"].get("held-out scoring", {}).get("sample_equivalents", 0.0)
+    return float(work["total"]["sample_equivalents"] - held_out)
 
 
 @torch.no_grad()
@@ -445,7 +494,7 @@ def uncached_run(trained: TrainedModel, sampler: DDIMSampler, labels: torch.Tens
         uncached, seconds = timed(functools.partial(_sample_in_batches, sampler, model, labels, noise, batch_size))
     base = evaluator.score(uncached, labels)
     return uncached, {"steps": sampler.steps, "budget": None, "method": "uncached", "label": LABELS["uncached"],
-                      "cost": 1.0, "speedup": 1.0, "psnr_vs_uncached": None, "ssim_vs_uncached": 1.0,
+                      "cost": 1.0, "speedup": 1.0, "setup_work": 0.0, "psnr_vs_uncached": None, "ssim_vs_uncached": 1.0,
                       "fd_vs_uncached": 0.0, "fid_noise": fid_noise(evaluator, uncached), "seconds": seconds, **base,
                       "samples": len(labels)}
 
@@ -466,6 +515,8 @@ def contender_rows(bench: QualityBench, budget: float, labels: torch.Tensor, noi
         rows.append({"steps": steps, "budget": budget, "method": contender.method,
                      "label": LABELS[contender.method] + (f" ({contender.detail})" if contender.detail else ""),
                      "detail": contender.detail or None, "cost": cost, "speedup": speedup,
+                     "setup_work": (contender.setup_work if contender.setup_work is not None
+                                    else bench.setup_work(contender.method, budget)),
                      "seconds_per_image": per_image, **evaluator.score(cached, labels, reference=uncached),
                      "samples": len(labels), "psnr_per_sample": [round(float(v), 3) for v in per_sample]})
     return rows

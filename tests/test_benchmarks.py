@@ -355,6 +355,11 @@ def test_quick_benchmark_writes_tables_plot_and_json(tmp_path):
                        "dpcache", "cem",
                        "budcache", "lemica", "composite", "gocopt"}
     assert results["verdicts"][0]["margin_db"] is not None and results["command"].endswith("--quick --out " + str(out))
+    setup = {r["method"]: r["setup_work"] for r in rows}  # uncached-sample equivalents, by gocopt's WorkMeter
+    assert setup["fora"] == setup["taylorseer"] == 0.0 and setup["smoothcache"] == pytest.approx(16.0)  # 16 samples
+    assert setup["budcache"] > 0 and setup["first_block_cache"] > 0 and setup["lemica"] > 0 and setup["l2p"] > 0
+    assert setup["composite"] > setup["budcache"] + setup["lemica"] + setup["smoothcache"]
+    assert setup["gocopt"] > 0  # its schedule file's compile, less held-out scoring
     for r in rows:
         if r["method"] not in ("uncached", "first_block_cache"):  # static schedules: cost within the budget
             assert r["cost"] <= r["budget"] + 1e-9, r
