@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import gocopt
+from benchmarks.cells import read_cells
 from benchmarks.quality_table import DESIGN_SEED_BASE, GOCOPT_ROWS
 from gocopt.atomic import atomic_write_text
 from gocopt.evaluate import SampleSet
@@ -38,7 +39,6 @@ from gocopt.schedule.io import save_schedule
 from gocopt.search.effort import Effort
 
 BUDGETS = (0.25, 0.35, 0.5, 0.75)
-HEAD_TO_HEAD = Path("docs/benchmarks/head_to_head.json")
 QUALITY_BOUND_DB = 0.3  # issue #20: held-out PSNR within 0.3 dB of the 0.1 settings in every cell
 
 
@@ -56,11 +56,10 @@ LEVERS = {
 
 
 def best_peers() -> dict[tuple[int, float], tuple[str, float]]:
-    """The best non-gocopt row per (steps, budget) of the committed head-to-head."""
-    if not HEAD_TO_HEAD.is_file():
-        return {}
+    """The best non-gocopt row per (steps, budget) of the reference model's head-to-head cells."""
     best: dict[tuple[int, float], tuple[str, float]] = {}
-    for row in json.loads(HEAD_TO_HEAD.read_text())["quality_rows"]:
+    rows = [row for cell in read_cells() if cell["model"] == "reference" for row in cell["rows"]]
+    for row in rows:
         if row["method"] in ("uncached", *GOCOPT_ROWS) or row["psnr_vs_uncached"] is None:
             continue
         key = (row["steps"], row["budget"])

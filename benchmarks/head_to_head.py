@@ -255,7 +255,8 @@ def quality_markdown(results: dict, out: Path) -> str:
 SUMMARY_COLUMNS = [("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("gocopt", "gocopt PSNR / FD", ""),
                    ("gocopt_cost", "its cost", ".3f"), ("best", "best other row (PSNR / FD)", ""),
                    ("margin", "margin (dB)", ""), ("composite", "best composite (PSNR / FD)", ""),
-                   ("composite_margin", "margin over it (dB)", ""), ("goal", "≥ 1 dB and lower FD", "")]
+                   ("composite_margin", "margin over it (dB)", ""), ("goal", "≥ 1 dB and lower FD", ""),
+                   ("setup", "set-up work: gocopt / best row / composite (samples)", "")]
 
 
 def summary_rows(results: dict) -> list[dict]:
@@ -278,8 +279,14 @@ def summary_rows(results: dict) -> list[dict]:
                     "composite": f"{composite['detail']}: {cell(composite)}" if composite else None,
                     "composite_margin": (f"{v['composite_margin_db']:+.2f}{_stderr(v.get('composite_margin_stderr'))}"
                                          if composite else None),
-                    "goal": "yes" if v.get("meets_goal") else "**no**"})
+                    "goal": "yes" if v.get("meets_goal") else "**no**",
+                    "setup": " / ".join(_work(r) for r in (ours, best, composite))})
     return out
+
+
+def _work(row: dict | None) -> str:
+    value = None if row is None else row.get("setup_work")
+    return "—" if value is None else f"{value:.0f}"
 
 
 def _stderr(value: float | None) -> str:

@@ -430,6 +430,12 @@ def check_sampler(schedule: Schedule, description: dict[str, Any]) -> None:
     if description["guidance"] != schedule.guidance:
         raise ScheduleError(f"sampler.guidance: schedule was made for {schedule.guidance!r} guidance, the sampler uses "
                             f"{description['guidance']!r}; {fix}")
+    recorded_clip = (schedule.sampler or {}).get("clip_denoised")
+    clip = description.get("clip_denoised")
+    if recorded_clip is not None and clip is not None and clip != recorded_clip:
+        raise ScheduleError(f"sampler.clip_denoised: schedule was made for a sampler with clip_denoised="
+                            f"{recorded_clip}, the sampler has clip_denoised={clip} (clipping the predicted clean "
+                            f"image changes every step after the first); {fix}")
     recorded_scale = (schedule.sampler or {}).get("guidance_scale")
     if recorded_scale is not None and description.get("guidance_scale") != recorded_scale:
         logger.warning("schedule %r was searched at guidance scale %s, the sampler uses %s: the steps match, but its "

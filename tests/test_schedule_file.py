@@ -131,6 +131,10 @@ def test_other_weights_are_refused_unless_accepted(saved):
 @pytest.mark.parametrize("sampler,message", [
     (DDIMSampler(steps=12, guidance_scale=2.0), "made for 10 steps, the sampler runs 12"),
     (DDIMSampler(steps=10, guidance_scale=2.0, guidance="separate"), "'batched' guidance, the sampler uses 'separate'"),
+    # issue #33: a schedule made for the clipped pixel sampler, on a latent model's unclipped one
+    (DDIMSampler(steps=10, guidance_scale=2.0, clip_denoised=False),
+     r"sampler.clip_denoised: schedule was made for a sampler with clip_denoised=True, the sampler has "
+     "clip_denoised=False"),
 ])
 def test_another_sampler_is_refused(saved, tiny_model, sampler, message):
     with pytest.raises(ScheduleError, match=message):

@@ -84,6 +84,7 @@ class DDIMSampler:
             "timesteps": self.timesteps,
             "guidance": self.guidance,
             "guidance_scale": self.guidance_scale,
+            "clip_denoised": self.clip_denoised,  # a pixel model's clipped run is another trajectory
         }
 
     @torch.no_grad()
