@@ -1,8 +1,9 @@
-"""Calibrate the reference model and check the inflection rule against what GOC actually does.
+"""Calibrate a shipped model and check the inflection rule against what GOC actually does.
 
-    python examples/calibration_report.py --steps 20 --n 256
+    python examples/calibration_report.py --steps 20 --n 256                  # the reference model
+    python examples/calibration_report.py --model latent --steps 20 --n 256   # the latent one
 
-Writes docs/calibration/reference_ddim{steps}.csv (the per-(step, site) statistics), a plot of
+Writes docs/calibration/{model}_ddim{steps}.csv (the per-(step, site) statistics), a plot of
 relative change and direction cosine per step, and a table that sets the detected inflection
 points beside the steps where GOC's one-step extrapolation is worse than plain reuse.
 """
@@ -17,7 +18,7 @@ from gocopt.atomic import atomic_write_text
 from gocopt.calibrate import calibrate, detect_inflections, direction_by_step
 from gocopt.compiled import cache_model
 from gocopt.evaluate import SampleSet
-from gocopt.models import REFERENCE_GUIDANCE_SCALE, reference
+from gocopt.models import CLIPS_DENOISED, REFERENCE_GUIDANCE_SCALE, model_by_name
 from gocopt.plots import save_calibration_plot
 from gocopt.report import markdown_table
 from gocopt.sampling import DDIMSampler, initial_noise
@@ -27,16 +28,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--n", type=int, default=256)
-    parser.add_argument("--out", default="docs/calibration/reference")
+    parser.add_argument("--model", choices=tuple(CLIPS_DENOISED), default="reference")
+    parser.add_argument("--out", help="output prefix (default docs/calibration/<model>)")
     args = parser.parse_args()
 
-    model = reference()
+    model = model_by_name(args.model)
     compiled = cache_model(model)
-    sampler = DDIMSampler(steps=args.steps, guidance_scale=REFERENCE_GUIDANCE_SCALE)
+    sampler = DDIMSampler(steps=args.steps, guidance_scale=REFERENCE_GUIDANCE_SCALE,
+                          clip_denoised=CLIPS_DENOISED[args.model])
     samples = SampleSet.make(args.n, 10_000, model.num_classes)
-    calibration = calibrate(compiled, sampler, samples.labels, initial_noise(samples.seeds, (1, 8, 8)),
-                            num_classes=10, seeds=samples.seeds)
-    stem = f"{args.out}_ddim{args.steps}"
+    noise = initial_noise(samples.seeds, (model.in_channels, model.input_size, model.input_size))
+    calibration = calibrate(compiled, sampler, samples.labels, noise, num_classes=model.num_classes,
+                            seeds=samples.seeds)
+    stem = f"{args.out or f'docs/calibration/{args.model}'}_ddim{args.steps}"
     calibration.save(f"{stem}.csv")
     flops = np.asarray(compiled.site_flops, dtype=float)
     inflections = detect_inflections(calibration.stats, flops)
@@ -60,7 +64,7 @@ def main() -> None:
     agree = sum(1 for r in rows if r["goc_worse_than_reuse"] != "—"
                 and (r["inflection"] == "yes") == (r["goc_worse_than_reuse"] == "yes"))
     judged = sum(1 for r in rows if r["goc_worse_than_reuse"] != "—")
-    text = (f"# Calibration of the reference model, DDIM-{args.steps}, {args.n} samples\n\n"
+    text = (f"# Calibration of the {args.model} model, DDIM-{args.steps}, {args.n} samples\n\n"
             f"Statistics: `{stem}.csv` (one row per step × site). Plot: `{stem}.png`.\n\n"
             f"Detected inflection points (FLOP-weighted mean direction cosine < 0.3): {inflections}. The rule agrees "
             "with 'GOC's one-step extrapolation is worse than plain reuse' (medians over sites) on "
