@@ -164,7 +164,8 @@ def write_report(root: Path, out: Path) -> dict:
         results["uncached"] = {str(r["steps"]): r for r in results["quality_rows"] if r["method"] == "uncached"}
         prefix = out if model == "reference" else out.with_name(f"{out.name}_{model}")
         parts.append(quality_markdown(results, prefix))
-        save_quality_vs_cost(results["quality_rows"], prefix.with_suffix(".png"))
+        series = [{**r, "series": LABELS[r["method"]]} for r in results["quality_rows"]]  # a composite is one line
+        save_quality_vs_cost(series, prefix.with_suffix(".png"), series="series")
     text = "\n".join(parts)
     report = {"cells": documents, "missing": [str(c) for c in missing], "environment": environment()}
     write_json(out.with_suffix(".json"), report)

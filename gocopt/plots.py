@@ -25,7 +25,7 @@ def _save(fig, path: str | Path, dpi: int) -> None:
 
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -131,5 +131,7 @@ def save_quality_vs_cost(rows, path: str | Path, group: str = "steps", series: s
         bottom.set_xlabel("realised cost (fraction of site FLOPs)")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
+    legend = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(legend.values()), list(legend), fontsize=7, ncol=2, loc="upper center",
+               bbox_to_anchor=(0.5, 0.0))  # below the panels, not over the lines
     _save(fig, path, dpi=110)
