@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gocopt.calibrate import Calibration, calibrate, detect_inflections
+from gocopt.calibrate import Calibration, calibrate, detect_inflections, first_non_finite
 from gocopt.compiled import CachedModel, cache_model
 from gocopt.errors import CalibrationError, NumericalError, ScheduleError
 from gocopt.evaluate import SampleSet
@@ -314,8 +314,9 @@ class HeldOut:
         self._labels, self._noise = labels, noise
         with torch.no_grad():
             self._reference = sampler.sample(compiled.original, labels, noise, num_classes=num_classes).cpu()
-        if not bool(torch.isfinite(self._reference).all()):
-            _refuse_non_finite(compiled, sampler, labels, noise, self._reference, num_classes)
+        bad = first_non_finite(self._reference)
+        if bad is not None:
+            _refuse_non_finite(compiled, sampler, labels[bad:bad + 1], noise[bad:bad + 1], bad, num_classes)
         self._evaluator = evaluator  # FD to the uncached samples in its features, when the caller has one
         if evaluator is not None:
             self._features = evaluator.features(self._reference)
@@ -327,7 +328,7 @@ class HeldOut:
         self._compiled.reset()
         samples = self._sampler.sample(self._compiled, self._labels, self._noise, num_classes=self._num_classes).cpu()
         self._compiled.set_schedule(previous, log=False)
-        if not bool(torch.isfinite(samples).all()):
+        if first_non_finite(samples) is not None:
             raise NumericalError(f"schedule {schedule.name!r} samples non-finite values on the held-out seeds, "
                                  "where the uncached model's are finite: its forecast diverges; compile again with "
                                  "another seed or a larger budget, and report this")
@@ -339,11 +340,10 @@ class HeldOut:
 
 
 def _refuse_non_finite(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor,
-                       samples: torch.Tensor, num_classes: int | None) -> None:
-    """The uncached held-out run went non-finite: calibrate its first bad sample, which names the
-    step and site where the values first stop being finite."""
-    bad = int(torch.nonzero(~torch.isfinite(samples.flatten(1)).all(1))[0, 0])
-    calibrate(compiled, sampler, labels[bad:bad + 1], noise[bad:bad + 1], num_classes=num_classes)
+                       bad: int, num_classes: int | None) -> None:
+    """The uncached held-out run went non-finite at sample ``bad`` (its ``labels`` and ``noise``
+    given): calibrating it names the step and site where its values first stop being finite."""
+    calibrate(compiled, sampler, labels, noise, num_classes=num_classes)
     raise CalibrationError(f"the uncached model's held-out sample {bad} is not finite (and was finite when run again "
                            "alone): the model's output depends on what else is in the batch, or is not deterministic")
 

@@ -84,6 +84,12 @@ class Calibration:
                 "mean_rel_change": float(self.stats["rel_change"].mean())}
 
 
+def first_non_finite(samples: torch.Tensor) -> int | None:
+    """The index of the first sample holding a NaN or an infinity (one host read), or None."""
+    bad = torch.nonzero(~torch.isfinite(samples.flatten(1)).all(1))
+    return int(bad[0, 0]) if len(bad) else None
+
+
 def _at_timestep(sampler: Sampler, step: int) -> str:
     return f" (timestep {sampler.timesteps[step]:g})" if sampler.timesteps else ""
 
@@ -144,8 +150,8 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
             samples = sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
     finally:
         compiled.set_schedule(previous, log=False)
-    if not bool(torch.isfinite(samples).all()):
-        bad = int(torch.nonzero(~torch.isfinite(samples.flatten(1)).all(1))[0, 0])
+    bad = first_non_finite(samples)
+    if bad is not None:
         raise CalibrationError(f"the uncached model's sample {bad} (seed {seeds[bad] if seeds else bad}) is not "
                                "finite, though every cache site's output was: the non-finite values arise outside the "
                                "cached branches (the final layer, or the sampler's update); check the model's final "
