@@ -253,9 +253,12 @@ def test_an_absurd_coefficient_is_refused_naming_the_field(tmp_path, edit, messa
 
 
 def _openmp_max_threads() -> ctypes.CDLL | None:
+    """torch's own OpenMP runtime's ``omp_get_max_threads`` (other packages load libgomps of their own,
+    scikit-learn's among them, whose settings torch never touches), or None."""
     for line in Path("/proc/self/maps").read_text().splitlines() if Path("/proc/self/maps").exists() else []:
-        if "libgomp" in line:
-            return ctypes.CDLL(line.split()[-1]).omp_get_max_threads
+        path = line.split()[-1]
+        if "libgomp" in path and f"{os.sep}torch{os.sep}lib{os.sep}" in path:
+            return ctypes.CDLL(path).omp_get_max_threads
     return None
 
 
