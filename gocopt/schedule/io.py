@@ -163,8 +163,7 @@ def _from_document(document: Any, source: str) -> Schedule:
         predictor = predictors.from_json({"kind": "goc", **document["goc"]} if version == 1 else document["predictor"])
     except ScheduleError as e:
         raise ScheduleError(f"{source}: field {section}: {e}") from e
-    inflections = document[section].get("inflection_points", []) if version == 1 else document.get(
-        "inflection_points", [])
+    inflections = (document["goc"] if version == 1 else document).get("inflection_points", [])
     provenance = {k: document[k] for k in _PROVENANCE_SECTIONS if k in document}
     provenance.update(created=document["created"], gocopt_version=document["gocopt_version"],
                       inflection_points=list(inflections))
