@@ -16,8 +16,13 @@ from the cells present and lists the missing ones.
 The models: ``reference`` (8×8 pixels, x0 clipped) and ``latent`` (4×8×8 latents, no clipping, scored
 on the decoded 32×32 pixels), DDIM-20 and DDIM-50 with CFG 4, budgets 0.25 / 0.35 / 0.5 / 0.75, on
 evaluation seeds no compile or design experiment has used (``benchmarks.cells.CELL_SEED_BASE``).
-gocopt's rows load the committed schedules in schedules/ exactly as a deployment would
-(``--compile`` searches them in the cell instead). Speed table: DiT-S/2, B/2 and XL/2 shapes with
+
+Each cell has two sections of equal set-up work (:mod:`benchmarks.allowance`): *default*, gocopt's
+default compile made in the cell from scratch against every peer allowed the same model work;
+*generous*, the committed ``--effort full`` schedule in schedules/ (loaded as a deployment would)
+against every peer allowed that compile's work. ``--compile`` leaves the generous section out.
+
+Speed table: DiT-S/2, B/2 and XL/2 shapes with
 random weights, 1 and 2 images with batched CFG, 20 steps, a gocopt-shaped schedule (FORA mask + GOC)
 at each budget.
 """
@@ -32,7 +37,17 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cells import BUDGETS, CELLS_DIR, MODELS, STEPS, UNCACHED_CACHE, all_cells, read_cells, run_cells
+from benchmarks.cells import (
+    BUDGETS,
+    CELLS_DIR,
+    MODELS,
+    STEPS,
+    UNCACHED_CACHE,
+    all_cells,
+    read_cells,
+    run_cells,
+    section_rows,
+)
 from benchmarks.quality_table import BENCHMARK_SEED_BASE, LABELS, QualitySettings, TrainedModel, quality_rows, verdicts
 from benchmarks.speed_table import speed_ok, speed_rows
 from gocopt.atomic import atomic_write_text
@@ -44,22 +59,24 @@ MODEL_TITLES = {"reference": "the reference model (8×8 pixels, x0 clipped; ever
                           "nobody tuned on it)"}
 FULL_SPEED = {"models": ("DiT-S/2", "DiT-B/2", "DiT-XL/2"), "batches": (1, 2), "rounds": 2}
 QUICK_SPEED = {"models": ("DiT-S/2",), "batches": (1,), "rounds": 1}
-QUICK_QUALITY = QualitySettings(steps=(10,), budgets=(0.5,), samples=48, timing_samples=2, calibration_samples=16,
-                                batch_size=48, schedules_dir=None, trials=3, surrogate_trials=100,
-                                threshold_iterations=6)
+QUICK_QUALITY = QualitySettings(steps=(10,), budgets=(0.5,), samples=48, timing_samples=2, setup_work=16,
+                                batch_size=48, schedules_dir=None, trials=3, surrogate_trials=100)
 
-QUALITY_COLUMNS = [("label", "method", ""), ("budget", "budget", ".2f"), ("cost", "realised cost", ".3f"),
+QUALITY_COLUMNS = [("label", "method", ""), ("budget", "budget", ".2f"), ("section", "section", ""),
+                   ("cost", "realised cost", ".3f"),
                    ("psnr_vs_uncached", "PSNR (dB)", ".2f"), ("psnr_vs_uncached_stderr", "± s.e.", ".2f"),
                    ("ssim_vs_uncached", "SSIM", ".4f"), ("fd_vs_uncached", "FD vs uncached", ".4f"),
                    ("fid", "FID", ".2f"), ("is", "IS", ".2f"), ("class_accuracy", "accuracy", ".3f"),
-                   ("speedup", "speedup (batch 1)", ".2f"), ("setup_work", "set-up work (samples)", ".0f")]
+                   ("speedup", "speedup (batch 1)", ".2f"), ("allowance", "allowed set-up (samples)", ".0f"),
+                   ("setup_work", "set-up work (samples)", ".0f")]
+SECTION_ORDER = (None, "shared", "default", "generous")
 SPEED_COLUMNS = [("model", "model", ""), ("batch", "images", ""), ("uncached_seconds", "uncached s", ".2f"),
                  ("budget", "budget", ".2f"), ("cost", "cost", ".3f"), ("seconds", "seconds", ".2f"),
                  ("speedup", "speedup", ".2f"), ("ideal", "ideal 1/budget", ".2f"),
                  ("ratio_to_ideal", "speedup / ideal", ".3f"), ("cache_mib", "cache peak MiB", ".1f")]
 
 
-CELL_SAMPLES = 1000  # per cell: DDIM-20 cells take about 5 minutes on 2 CPU cores, DDIM-50 ones more (README)
+CELL_SAMPLES = 500  # per cell, both sections: a DDIM-20 cell takes about 7 minutes on 2 CPU cores (README)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,12 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", nargs="+", type=float, choices=BUDGETS, help="cells of these budgets only "
                         "(default: all)")
     parser.add_argument("--force", action="store_true", help="compute the chosen cells even if already written")
-    parser.add_argument("--compile", action="store_true", help="search gocopt's schedules in the run")
+    parser.add_argument("--compile", action="store_true", help="compile gocopt in the run, no committed schedules "
+                        "(cells: the default section alone)")
     parser.add_argument("--samples", type=int, help=f"quality samples (default {CELL_SAMPLES} per cell; 48 with "
                         "--quick)")
     parser.add_argument("--timing-samples", type=int, help="seeds timed at batch size 1 per row (default 10)")
-    parser.add_argument("--calibration-samples", type=int, help="samples the peers calibrate and search on "
-                        "(default 64)")
+    parser.add_argument("--setup-ceiling", type=float, help="cap every section's set-up allowance at this many "
+                        "samples (CI-sized cells; default: none)")
+    parser.add_argument("--compile-work", type=float, help="max_samples of the default section's compile "
+                        "(default: gocopt.compile's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cells", type=Path, default=CELLS_DIR, help="where the cell files live")
     parser.add_argument("--cache", type=Path, default=UNCACHED_CACHE, help="where a step count's uncached samples "
@@ -103,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = replace(settings, schedules_dir=None)
     if args.timing_samples:
         settings = replace(settings, timing_samples=args.timing_samples)
-    if args.calibration_samples:
-        settings = replace(settings, calibration_samples=args.calibration_samples)
+    if args.setup_ceiling:
+        settings = replace(settings, setup_ceiling=args.setup_ceiling)
+    if args.compile_work:
+        settings = replace(settings, compile_max_samples=args.compile_work)
     cells = all_cells(models=args.model or MODELS, steps=args.steps or STEPS, budgets=args.budget or BUDGETS)
     run_cells(cells, settings, root=args.cells, cache=args.cache, force=args.force, command=command)
 
@@ -155,23 +177,33 @@ def write_report(root: Path, out: Path) -> dict:
     for model, cells in by_model.items():
         first = cells[0]["settings"]
         results = {"quality_rows": _one_uncached_row_per_steps([r for d in cells for r in d["rows"]]),
-                   "verdicts": [d["verdict"] for d in cells],
+                   "verdicts": [v for d in cells for v in d["verdicts"].values()],
+                   "sections": {f"{d['steps']}/{d['budget']}": d["sections"] for d in cells},
                    "quality_settings": {"model": model, "seed_base": first["seed_base"],
                                         "steps": sorted({d["steps"] for d in cells}),
                                         "budgets": sorted({d["budget"] for d in cells}),
                                         "samples": first["samples"], "timing_samples": first["timing_samples"],
-                                        "gocopt_schedules": first["gocopt_schedules"]}}
+                                        "gocopt_schedules": f"default section: {first['gocopt_default']}; "
+                                                            f"generous section: the committed --effort full "
+                                                            f"schedules in {first['gocopt_generous']}/"}}
         results["uncached"] = {str(r["steps"]): r for r in results["quality_rows"] if r["method"] == "uncached"}
         prefix = out if model == "reference" else out.with_name(f"{out.name}_{model}")
         parts.append(quality_markdown(results, prefix))
-        series = [{**r, "series": LABELS[r["method"]]} for r in results["quality_rows"]]  # a composite is one line
-        save_quality_vs_cost(series, prefix.with_suffix(".png"), series="series")
+        save_quality_vs_cost(plot_series(results["quality_rows"]), prefix.with_suffix(".png"), series="series")
     text = "\n".join(parts)
     report = {"cells": documents, "missing": [str(c) for c in missing], "environment": environment()}
     write_json(out.with_suffix(".json"), report)
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)
     return report
+
+
+def plot_series(rows: list[dict]) -> list[dict]:
+    """The rows a plot shows, each with its line's name: the default section, the shared rows, and
+    gocopt's generous (``--effort full``) row as a line of its own (a composite is one line)."""
+    shown = [r for r in rows if r.get("section") != "generous" or r["method"] == "gocopt"]
+    return [{**r, "series": LABELS[r["method"]] + (" (--effort full)" if r.get("section") == "generous" else "")}
+            for r in shown]
 
 
 def _one_uncached_row_per_steps(rows: list[dict]) -> list[dict]:
@@ -225,7 +257,8 @@ def quality_markdown(results: dict, out: Path) -> str:
               markdown_table(summary_rows(results), SUMMARY_COLUMNS)]
     for steps in settings["steps"]:
         rows = [r for r in results["quality_rows"] if r["steps"] == steps]
-        rows.sort(key=lambda r: (r["budget"] or 0, list(LABELS).index(r["method"])))
+        rows.sort(key=lambda r: (r["budget"] or 0, SECTION_ORDER.index(r.get("section")),
+                                 list(LABELS).index(r["method"])))
         facts = results["uncached"][str(steps)]
         lines.append(f"### DDIM-{steps}\n\nUncached FID {facts['fid']:.2f} ± {facts['fid_noise']:.2f} "
                      "(bootstrap s.d.); "
@@ -248,12 +281,14 @@ def quality_markdown(results: dict, out: Path) -> str:
             if "meets_goal" in v:
                 margin += "; goal met" if v["meets_goal"] else "; goal **not** met"
             over = f"; **over budget**: {', '.join(v['over_budget'])}" if v.get("over_budget") else ""
-            lines.append(f"- budget {v['budget']:.2f}: {verdict}{cheaper}{margin}{over}.")
+            section = f" ({v['section']} section)" if v.get("section") else ""
+            lines.append(f"- budget {v['budget']:.2f}{section}: {verdict}{cheaper}{margin}{over}.")
         lines.append("")
     return "\n".join(lines)
 
 
-SUMMARY_COLUMNS = [("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("gocopt", "gocopt PSNR / FD", ""),
+SUMMARY_COLUMNS = [("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("section", "section", ""),
+                   ("gocopt", "gocopt PSNR / FD", ""),
                    ("gocopt_cost", "its cost", ".3f"), ("best", "best other row (PSNR / FD)", ""),
                    ("margin", "margin (dB)", ""), ("composite", "best composite (PSNR / FD)", ""),
                    ("composite_margin", "margin over it (dB)", ""), ("goal", "≥ 1 dB and lower FD", ""),
@@ -265,7 +300,7 @@ def summary_rows(results: dict) -> list[dict]:
     the best composite, and the paired margins with their standard errors."""
     out = []
     for v in results["verdicts"]:
-        group = {r["method"]: r for r in results["quality_rows"]
+        group = {r["method"]: r for r in section_rows(results["quality_rows"], v.get("section"))
                  if r["steps"] == v["steps"] and r["budget"] == v["budget"]}
         best = group.get(v["best_peer"]) if v.get("best_peer") else None
         ours = group[v["against"][v["best_peer"]]] if best else group["gocopt"]
@@ -274,7 +309,8 @@ def summary_rows(results: dict) -> list[dict]:
         def cell(r: dict) -> str:
             return f"{r['psnr_vs_uncached']:.2f} / {r['fd_vs_uncached']:.4f}"
 
-        out.append({"steps": v["steps"], "budget": v["budget"], "gocopt": cell(ours), "gocopt_cost": ours["cost"],
+        out.append({"steps": v["steps"], "budget": v["budget"], "section": v.get("section"), "gocopt": cell(ours),
+                    "gocopt_cost": ours["cost"],
                     "best": f"{LABELS[best['method']].split(' (')[0]}: {cell(best)}" if best else None,
                     "margin": f"{v['margin_db']:+.2f}{_stderr(v.get('margin_stderr'))}" if best else None,
                     "composite": f"{composite['detail']}: {cell(composite)}" if composite else None,

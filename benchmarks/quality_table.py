@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import gocopt
+from benchmarks.allowance import THRESHOLD_ITERATIONS, Allowance
 from benchmarks.peers.budcache import budcache_row
 from benchmarks.peers.cem import cem_path, cem_prior
 from benchmarks.peers.dpcache import dp_path, forecast_errors
@@ -50,8 +51,8 @@ from gocopt.schedule import GOCConfig, Schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
 from gocopt.schedule.predictors import Predictor
 from gocopt.search.effort import Effort
-from gocopt.search.path import path_mask
-from gocopt.search.spans import SPAN_SEEDS, max_gap_for, measure_spans, span_image_steps
+from gocopt.search.path import EdgeTable, path_mask
+from gocopt.search.spans import max_gap_for, measure_spans, span_image_steps
 from gocopt.timing import timed
 from gocopt.work import WorkMeter
 
@@ -76,7 +77,7 @@ LABELS = {
     "cem": "CEM (DP over its reuse-error prior, gaps round(T/Ns) ± 1, first and last computed, plain reuse)",
     "budcache": "BudCache-style (full steps searched by annealing + hill climbing, plain reuse)",
     "lemica": "LeMiCa (lexicographic minimax path, whole model, plain reuse)",
-    "composite": "best composite: a peer's placement × a peer's forecast, picked on the span seeds",
+    "composite": "best composite: a peer's placement × a peer's forecast, picked on calibration seeds",
     "gocopt": "gocopt compile (searched mask + predictor)",
     "gocopt_whole_steps": "gocopt compiled at the whole-step peers' cost (floor(budget·steps)/steps)",
 }
@@ -91,6 +92,7 @@ SETUP_NEEDS = {  # the set-ups (QualityBench.setup phases) each row's method use
     "taylorseer_best": ("taylorseer_best {budget}",),
     "composite": ("composite {budget}", "calibration", "lemica spans", "budcache {budget}"),
 }
+SECTIONS = ("default", "generous")  # a cell's two set-up allowances (see benchmarks.cells)
 GOAL_MARGIN_DB = 1.0  # issue #21: gocopt ≥ the best other row by this much PSNR, with lower FD
 PLACEMENTS = {"fora": "FORA's interval", "lemica": "LeMiCa's path", "dpcache": "DPCache's path",
               "cem": "CEM's path", "budcache": "BudCache's steps",
@@ -126,6 +128,7 @@ class Contender:
     run_cost: Callable[[], float]
     detail: str = ""  # what a composite row chose
     setup_work: float | None = None  # model work before sampling, when the row knows it (gocopt's schedule file)
+    allowance: float | None = None  # the set-up work it was allowed (the rows that set themselves up)
 
 
 @dataclass
@@ -136,13 +139,14 @@ class QualitySettings:
     budgets: tuple[float, ...] = (0.25, 0.35, 0.5, 0.75)
     samples: int = 1000
     timing_samples: int = 10
-    calibration_samples: int = 64
+    setup_work: float = 64.0  # the peers' set-up allowance when a whole table runs (cells set theirs per section)
     batch_size: int = 500
     seed: int = 0
     schedules_dir: Path | None = Path("schedules")  # committed gocopt schedules; None: compile in the run
-    trials: int = 40
-    surrogate_trials: int = 1000  # candidates the surrogate ranks before the sampled trials (compiling here)
-    threshold_iterations: int = 14
+    setup_ceiling: float | None = None  # caps every allowance (CI-sized cells); None: the sections' own
+    compile_max_samples: float | None = None  # an in-run compile's work cap (None: gocopt.compile's default)
+    trials: int | None = None  # an in-run compile's trials and surrogate candidates (None: gocopt's defaults)
+    surrogate_trials: int | None = None
     methods: tuple[str, ...] = field(default=tuple(LABELS))
 
 
@@ -160,32 +164,32 @@ def _first_block_contender(budget: float, fbc: FirstBlockCache) -> Contender:
 
 
 class QualityBench:
-    """The contenders for one step count, built against one calibration run."""
+    """The contenders for one step count, every searching peer set up within one :class:`Allowance`.
 
-    def __init__(self, trained: TrainedModel, steps: int, settings: QualitySettings, progress: bool = True) -> None:
+    ``gocopt_models``: gocopt's compiled models by budget when the caller made them (a cell compiles
+    its default section's in the cell, first, since their work sets the allowance); otherwise the
+    committed schedules are loaded, or compiled here when ``settings.schedules_dir`` is None."""
+
+    def __init__(self, trained: TrainedModel, steps: int, settings: QualitySettings, allowance: Allowance, *,
+                 progress: bool = True, gocopt_models: dict[float, CachedModel] | None = None) -> None:
         self.trained, self.model, self.settings, self.progress = trained, trained.model, settings, progress
+        self.allowance, self.gocopt_models = allowance, dict(gocopt_models or {})
         model = trained.model
-        self.sampler = DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE,
-                                   clip_denoised=trained.clip_denoised)
+        self.sampler = bench_sampler(trained, steps)
         self.compiled = cache_model(model)
         self.ids = tuple(self.compiled.sites["site"])
         self.flops = np.asarray(self.compiled.site_flops, dtype=np.float64)
         shape = (model.in_channels, model.input_size, model.input_size)
-        calib = SampleSet.make(settings.calibration_samples, SEARCH_SEED_BASE + settings.seed, model.num_classes)
+        calib = SampleSet.make(allowance.calibration_samples(), SEARCH_SEED_BASE + settings.seed, model.num_classes)
         self.calib_labels, self.calib_noise = calib.labels, initial_noise(calib.seeds, shape)
         self.meter = WorkMeter([model, self.compiled], steps=steps, rows_per_image_step=2)  # CFG: 2 rows an image
         with self.setup("calibration"):
             self.calibration = calibrate(self.compiled, self.sampler, self.calib_labels, self.calib_noise,
                                          num_classes=model.num_classes, seeds=calib.seeds)
         self._forecast_errors: np.ndarray | None = None  # DPCache's table, made on first use
+        self._plain_spans: EdgeTable | None = None  # LeMiCa's, made on first use
         self._masks: dict[tuple[str, float], np.ndarray] = {}  # each searched placement once per budget
         self._outputs: torch.Tensor | None = None  # L2P's training data, made on first use
-        seeds = slice(0, SPAN_SEEDS)  # LeMiCa's spans: whole-model plain reuse, end-to-end error (its paper's)
-        with self.setup("lemica spans"):
-            self.plain_spans = measure_spans(self.compiled, self.sampler, self.calib_labels[seeds],
-                                             self.calib_noise[seeds], self.calibration.samples[seeds], gram=None,
-                                             num_classes=model.num_classes, progress=progress, method="end-to-end",
-                                             max_gap=max_gap_for(settings.budgets, steps))
 
     @contextlib.contextmanager
     def setup(self, name: str) -> Iterator[None]:
@@ -203,6 +207,21 @@ class QualityBench:
 
     def schedule(self, mask: np.ndarray, name: str, predictor: Predictor | None = None) -> Schedule:
         return Schedule(mask, self.ids, tuple(self.sampler.timesteps), predictor or GOCConfig(), name)
+
+    @property
+    def plain_spans(self) -> EdgeTable:
+        """LeMiCa's span table: whole-model plain reuse, end-to-end error (its paper's), on as many
+        calibration seeds as the allowance pays for."""
+        if self._plain_spans is None:
+            steps, max_gap = self.sampler.steps, max_gap_for(self.settings.budgets, self.sampler.steps)
+            per_seed = span_image_steps(steps, max_gap, 3, "end-to-end", True) / steps
+            seeds = slice(0, min(self.allowance.span_seeds(per_seed), len(self.calib_labels)))
+            with self.setup("lemica spans"):
+                self._plain_spans = measure_spans(
+                    self.compiled, self.sampler, self.calib_labels[seeds], self.calib_noise[seeds],
+                    self.calibration.samples[seeds], gram=None, num_classes=self.model.num_classes,
+                    progress=self.progress, method="end-to-end", max_gap=max_gap)
+        return self._plain_spans
 
     def lemica_mask(self, budget: float) -> np.ndarray:
         """LeMiCa: the whole model computed at the steps of the lexicographic minimax path that fits the
@@ -229,29 +248,29 @@ class QualityBench:
     @torch.no_grad()
     def budcache_mask(self, budget: float) -> np.ndarray:
         """BudCache: floor(budget · steps) full steps, placed by its annealing + hill climbing
-        (:mod:`benchmarks.peers.budcache`) against the uncached output on gocopt's span seeds, with
-        the model work of gocopt's span table (one evaluation = one run of those seeds)."""
+        (:mod:`benchmarks.peers.budcache`) against the uncached output on calibration seeds, with the
+        seeds and evaluations the allowance pays for (:meth:`Allowance.budcache_search`)."""
         steps, n = self.sampler.steps, len(self.ids)
-        work = span_image_steps(steps, max_gap_for(self.settings.budgets, steps), 3, "lookahead", True) / steps
         computes = int(np.floor(budget * steps + 1e-9))
+        seeds, evaluations = self.allowance.budcache_search()
 
         def score(row: np.ndarray) -> float:
-            return self.span_seed_error(self.schedule(np.repeat(row[:, None], n, axis=1), "budcache"))
+            return self.calibration_error(self.schedule(np.repeat(row[:, None], n, axis=1), "budcache"), seeds)
 
         with self.setup(f"budcache {budget}"):
-            row = budcache_row(score, steps, computes, evaluations=max(1, int(work)), seed=self.settings.seed)
+            row = budcache_row(score, steps, computes, evaluations=evaluations, seed=self.settings.seed)
         return np.repeat(row[:, None], n, axis=1)
 
     @torch.no_grad()
-    def span_seed_error(self, schedule: Schedule) -> float:
-        """Mean squared error against the uncached run on gocopt's span seeds: how the peers that
-        search (BudCache, the composites) score a candidate, on the seeds gocopt's span table uses."""
-        seeds = slice(0, Effort().span_seeds)
+    def calibration_error(self, schedule: Schedule, seeds: int) -> float:
+        """Mean squared error against the uncached run on the first ``seeds`` calibration seeds: how
+        the peers that search (BudCache, TaylorSeer's order, the composites) score a candidate."""
+        chosen = slice(0, min(seeds, len(self.calib_labels)))
         self.compiled.set_schedule(schedule, log=False)
         self.compiled.reset()
-        out = self.sampler.sample(self.compiled, self.calib_labels[seeds], self.calib_noise[seeds],
+        out = self.sampler.sample(self.compiled, self.calib_labels[chosen], self.calib_noise[chosen],
                                   num_classes=self.model.num_classes)
-        return float(((out - self.calibration.samples[seeds]) ** 2).mean())
+        return float(((out - self.calibration.samples[chosen]) ** 2).mean())
 
     def placement(self, method: str, budget: float) -> np.ndarray:
         """A peer's whole-step mask at ``budget`` (searched ones made once, shared with the composites)."""
@@ -275,28 +294,34 @@ class QualityBench:
         return l2p_predictor(mask, self.calibration.gram)
 
     def composite(self, budget: float) -> Contender:
-        """Every peer placement × every peer forecast, scored on gocopt's span seeds against the
-        uncached run (model work: one run of those seeds per pair, stated in the docs); the best."""
+        """Every peer placement × every peer forecast, scored on calibration seeds against the uncached
+        run (as many seeds per pair as the allowance pays for); the best."""
         scored = []
         masks = {placement: self.placement(placement, budget) for placement in PLACEMENTS}  # their own set-ups
+        seeds = self.allowance.composite_seeds(len(PLACEMENTS) * len(FORECASTS))
         with self.setup(f"composite {budget}"):
             for placement, mask in masks.items():
                 for name in FORECASTS:
                     schedule = self.schedule(mask, f"{placement} + {name}", self.forecast(name, mask))
-                    scored.append((self.span_seed_error(schedule), placement, name, schedule))
+                    scored.append((self.calibration_error(schedule, seeds), placement, name, schedule))
         _, placement, name, schedule = min(scored, key=lambda item: item[0])
         return _schedule_contender("composite", budget, self.compiled, schedule, f"{PLACEMENTS[placement]} + {name}")
 
-    def contenders(self, budget: float) -> list[Contender]:
+    def contenders(self, budget: float, methods: Sequence[str] | None = None) -> list[Contender]:
+        """The rows ``methods`` (default: the settings') at ``budget``, each stamped with the allowance
+        when it sets itself up."""
         steps, n = self.sampler.steps, len(self.ids)
         fora = interval_at_budget(steps, n, budget)
         paper = paper_goc(steps)
-        smooth = smoothcache_mask(self.calibration.matrix("rel_change").numpy(), self.flops, budget)
         seer = taylorseer_mask(steps, n, budget)
 
         def taylorseer(method: str, mask: np.ndarray, order: int) -> Contender:
             forecast = TaylorSeerForecast.for_mask(mask, order)
             return _schedule_contender(method, budget, self.compiled, self.schedule(mask, method, forecast))
+
+        def smoothcache() -> Contender:
+            mask = smoothcache_mask(self.calibration.matrix("rel_change").numpy(), self.flops, budget)
+            return _schedule_contender("smoothcache", budget, self.compiled, self.schedule(mask, "smoothcache"))
 
         builders: dict[str, Callable[[], Contender]] = {
             "fora": lambda: _schedule_contender("fora", budget, self.compiled, self.schedule(fora, "fora")),
@@ -304,8 +329,7 @@ class QualityBench:
                                                           self.schedule(fora, "fora+goc(paper)", paper)),
             "l2c": lambda: _schedule_contender("l2c", budget, self.compiled, self.schedule(
                 l2c_mask(steps, self.compiled.sites["block"].to_numpy(), self.flops, budget), "l2c")),
-            "smoothcache": lambda: _schedule_contender("smoothcache", budget, self.compiled,
-                                                       self.schedule(smooth, "smoothcache")),
+            "smoothcache": smoothcache,
             "first_block_cache": lambda: _first_block_contender(budget, self.first_block_cache(budget)),
             "taylorseer": lambda: taylorseer("taylorseer", fora, 1),
             "taylorseer_fora2": lambda: taylorseer("taylorseer_fora2", fora, 2),
@@ -327,13 +351,18 @@ class QualityBench:
         }
         if whole_step_cost(budget, steps) >= budget - 1e-9:  # the whole-step peers spend the budget exactly
             del builders["gocopt_whole_steps"]
-        return [builders[m]() for m in self.settings.methods if m in builders]
+        chosen = [builders[m]() for m in (methods or self.settings.methods) if m in builders]
+        for contender in chosen:
+            if contender.method in SETUP_NEEDS:
+                contender.allowance = self.allowance.work
+        return chosen
 
     def taylorseer_best(self, budget: float, mask: np.ndarray) -> Contender:
         """TaylorSeer on its own shape at the order of 1–4 (its DiT code defaults to 4) whose error on
-        gocopt's span seeds is least (model work: one run of those seeds per order)."""
+        calibration seeds is least (as many seeds per order as the allowance pays for)."""
+        seeds = self.allowance.taylorseer_seeds()
         with self.setup(f"taylorseer_best {budget}"):
-            scored = [(self.span_seed_error(s), order, s) for order in TAYLORSEER_ORDERS
+            scored = [(self.calibration_error(s, seeds), order, s) for order in TAYLORSEER_ORDERS
                       for s in [self.schedule(mask, f"taylorseer{order}", TaylorSeerForecast.for_mask(mask, order))]]
         _, order, schedule = min(scored, key=lambda item: item[:2])
         return _schedule_contender("taylorseer_best", budget, self.compiled, schedule, f"order {order}")
@@ -365,16 +394,19 @@ class QualityBench:
         return self._outputs
 
     def first_block_cache(self, budget: float) -> FirstBlockCache:
-        """The threshold whose realised cost on the calibration seeds is at most ``budget`` (bisection)."""
+        """The threshold whose realised cost on calibration seeds is at most ``budget`` (bisection, as
+        many seeds per run as the allowance pays for)."""
         fbc = FirstBlockCache(self.model, threshold=0.0)
         low, high = -4.0, 1.0  # log10 threshold: 1e-4 recomputes every step, 10 skips all it can
+        seeds = slice(0, min(self.allowance.threshold_seeds(), len(self.calib_labels)))
         with self.setup(f"first_block_cache {budget}"):
             self.meter.watch(fbc)  # it runs the model's blocks itself, not the model's forward
-            for _ in range(self.settings.threshold_iterations):
+            for _ in range(THRESHOLD_ITERATIONS):
                 fbc.threshold = 10 ** ((low + high) / 2)
                 fbc.reset()
                 with torch.no_grad():
-                    self.sampler.sample(fbc, self.calib_labels, self.calib_noise, num_classes=self.model.num_classes)
+                    self.sampler.sample(fbc, self.calib_labels[seeds], self.calib_noise[seeds],
+                                        num_classes=self.model.num_classes)
                 if fbc.cost() <= budget:
                     high = (low + high) / 2
                 else:
@@ -384,25 +416,52 @@ class QualityBench:
         return fbc
 
     def gocopt(self, budget: float, method: str = "gocopt", row_budget: float | None = None) -> Contender:
-        """The committed schedule for this sampler and ``budget``, loaded as at deploy time (or
-        compiled now), as the row ``method`` of the ``row_budget`` group (``budget`` by default)."""
-        s = self.settings
-        if s.schedules_dir is not None:
-            name = self.trained.name
-            path = s.schedules_dir / f"{name}_ddim{self.sampler.steps}_b{budget:.2f}.json"
-            if not path.exists():
-                raise FileNotFoundError(f"{path} is missing: make it with `gocopt compile --model {name} --steps "
-                                        f"{self.sampler.steps} --budget {budget}`, or run the benchmark with --compile")
-            compiled = gocopt.load(self.model, path, sampler=self.sampler)
-        else:
-            compiled = gocopt.compile(self.model, budget, sampler=self.sampler, trials=s.trials,
-                                      search_samples=s.calibration_samples, heldout_samples=16, seed=s.seed,
-                                      effort=Effort(surrogate_trials=s.surrogate_trials),
-                                      progress=self.progress, evaluator=self.trained.evaluator)
+        """gocopt's model at ``budget`` (:meth:`gocopt_model`), as the row ``method`` of the
+        ``row_budget`` group (``budget`` by default)."""
+        compiled = self.gocopt_model(budget)
         contender = _schedule_contender(method, budget if row_budget is None else row_budget, compiled,
                                         compiled.schedule)
         contender.setup_work = compile_work(compiled.schedule)
         return contender
+
+    def gocopt_model(self, budget: float) -> CachedModel:
+        """The caller's model for ``budget``, else the committed schedule loaded as at deploy time,
+        else (no ``schedules_dir``) one compiled now."""
+        if budget not in self.gocopt_models:
+            s = self.settings
+            self.gocopt_models[budget] = (compile_in_run(self.trained, self.sampler, budget, s, self.progress)
+                                          if s.schedules_dir is None
+                                          else load_committed(self.trained, self.sampler, budget, s.schedules_dir))
+        return self.gocopt_models[budget]
+
+
+def bench_sampler(trained: TrainedModel, steps: int) -> DDIMSampler:
+    """The sampler every row of a step count runs: DDIM with CFG 4, clipped as the model is."""
+    return DDIMSampler(steps=steps, guidance_scale=REFERENCE_GUIDANCE_SCALE, clip_denoised=trained.clip_denoised)
+
+
+def load_committed(trained: TrainedModel, sampler: DDIMSampler, budget: float, schedules_dir: Path) -> CachedModel:
+    """The committed schedule for this model, sampler and ``budget``, loaded as at deploy time."""
+    name, steps = trained.name, sampler.steps
+    path = schedules_dir / f"{name}_ddim{steps}_b{budget:.2f}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: make it with `gocopt compile --model {name} --steps {steps} "
+                                f"--budget {budget} --effort full`, or run the benchmark with --compile")
+    return gocopt.load(trained.model, path, sampler=sampler)
+
+
+def compile_in_run(trained: TrainedModel, sampler: DDIMSampler, budget: float, settings: QualitySettings,
+                   progress: bool = True) -> CachedModel:
+    """gocopt's compile made in the run, from scratch, with the library's defaults except what the
+    settings change (CI-sized runs shrink it); its schedule records the work it did."""
+    options: dict = {"seed": settings.seed, "progress": progress, "evaluator": trained.evaluator}
+    if settings.compile_max_samples is not None:
+        options["max_samples"] = settings.compile_max_samples
+    if settings.trials is not None:
+        options["trials"] = settings.trials
+    if settings.surrogate_trials is not None:
+        options["effort"] = Effort(surrogate_trials=settings.surrogate_trials)
+    return gocopt.compile(trained.model, budget, sampler=sampler, **options)
 
 
 def compile_work(schedule: Schedule) -> float | None:
@@ -469,7 +528,7 @@ def quality_rows(trained: TrainedModel, settings: QualitySettings, progress: boo
     rows: list[dict] = []
     uncached_facts: dict = {}
     for steps in settings.steps:
-        bench = QualityBench(trained, steps, settings, progress)
+        bench = QualityBench(trained, steps, settings, Allowance("fixed", settings.setup_work), progress=progress)
         uncached, row = uncached_run(trained, bench.sampler, labels, noise, settings.batch_size)
         uncached_facts[steps] = {k: row[k] for k in ("fid", "fid_noise", "seconds")}
         rows.append(row)
@@ -500,23 +559,27 @@ def uncached_run(trained: TrainedModel, sampler: DDIMSampler, labels: torch.Tens
 
 
 def contender_rows(bench: QualityBench, budget: float, labels: torch.Tensor, noise: torch.Tensor,
-                   uncached: torch.Tensor, timing: slice, progress: bool = True) -> list[dict]:
-    """Every contender of ``bench`` at ``budget``: sampled on ``labels`` / ``noise``, scored against
-    the ``uncached`` samples of the same seeds, timed at batch size 1 on the ``timing`` seeds."""
+                   uncached: torch.Tensor, timing: slice, progress: bool = True,
+                   methods: Sequence[str] | None = None, section: str | None = None) -> list[dict]:
+    """The contenders ``methods`` (default: all) of ``bench`` at ``budget``: sampled on ``labels`` /
+    ``noise``, scored against the ``uncached`` samples of the same seeds, timed at batch size 1 on the
+    ``timing`` seeds; each row names its ``section`` when given."""
     model, evaluator, sampler, steps = bench.model, bench.trained.evaluator, bench.sampler, bench.sampler.steps
     uncached_images = evaluator.images(uncached)
     rows = []
-    for contender in tqdm(bench.contenders(budget), desc=f"DDIM-{steps} b{budget:g} rows", disable=not progress):
+    for contender in tqdm(bench.contenders(budget, methods), desc=f"DDIM-{steps} b{budget:g} rows"
+                          + (f" ({section})" if section else ""), disable=not progress):
         cached, cost = sample_contender(contender, sampler, labels, noise, num_classes=model.num_classes,
                                         batch_size=bench.settings.batch_size)
         speedup, per_image = batch_one_speedup(contender, model, sampler, labels[timing], noise[timing],
                                                num_classes=model.num_classes)
         per_sample = psnr(evaluator.images(cached), uncached_images)
-        rows.append({"steps": steps, "budget": budget, "method": contender.method,
+        rows.append({"steps": steps, "budget": budget, "method": contender.method, "section": section,
                      "label": LABELS[contender.method] + (f" ({contender.detail})" if contender.detail else ""),
                      "detail": contender.detail or None, "cost": cost, "speedup": speedup,
                      "setup_work": (contender.setup_work if contender.setup_work is not None
                                     else bench.setup_work(contender.method, budget)),
+                     "allowance": contender.allowance,
                      "seconds_per_image": per_image, **evaluator.score(cached, labels, reference=uncached),
                      "samples": len(labels), "psnr_per_sample": [round(float(v), 3) for v in per_sample]})
     return rows

@@ -476,3 +476,52 @@ def test_margins_are_paired_per_sample_with_their_standard_error():
     rows[1]["psnr_vs_uncached"] = 32.5  # within 1 dB: it still wins, the goal is missed
     (v,) = verdicts(rows)
     assert v["gocopt_wins"] and not v["meets_goal"]
+
+
+def test_an_allowance_is_spent_as_each_peer_spends_set_up_work():
+    """Issue #32: every peer of a section gets gocopt's compile work (uncached-sample equivalents, a
+    cached run counted in full) and turns it into its own knob, at least its minimum, at most the
+    ceiling that keeps a cell inside its quarter hour."""
+    from benchmarks.allowance import CALIBRATION_MINIMUM, CEILINGS, Allowance
+
+    default = Allowance("default", 63.55)  # gocopt's default compile at DDIM-50, less held-out scoring
+    assert default.calibration_samples() == 63
+    assert default.taylorseer_seeds() == 15  # 4 orders × 15 seeds = 60 ≤ 63.55
+    assert default.threshold_seeds() == 4  # 14 bisection runs × 4 seeds = 56
+    assert default.budcache_search() == (1, 63)  # 63 of its 200 annealing proposals, one seed each
+    assert default.composite_seeds(30) == 2  # 30 pairs × 2 seeds
+    assert default.span_seeds(220.0) == 1  # one seed's end-to-end table costs more: the minimum, shown
+    small = Allowance("default", 3.0)
+    assert small.calibration_samples() == CALIBRATION_MINIMUM and small.budcache_search() == (1, 3)
+    generous = Allowance("generous", 11_026.1)  # the committed --effort full compile
+    assert generous.calibration_samples() == CEILINGS["calibration"]
+    assert generous.budcache_search() == (CEILINGS["budcache_seeds"], CEILINGS["budcache_evaluations"])
+    assert generous.composite_seeds(30) == CEILINGS["composite_seeds"] and generous.span_seeds(90.0) == 6
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive number of samples"):
+            Allowance("default", bad)
+
+
+def test_a_section_is_judged_on_its_own_rows_and_the_shared_ones():
+    """Issue #32: the default section's verdict sees its own peers and gocopt row plus the rows that
+    set nothing up; the generous section's peers, however strong, do not enter it."""
+    from benchmarks.cells import section_rows
+    from benchmarks.quality_table import verdicts
+
+    row = {"steps": 20, "budget": 0.5}
+    rows = [{**row, "method": "uncached", "budget": None, "cost": 1.0, "psnr_vs_uncached": None},
+            {**row, "method": "fora", "section": "shared", "cost": 0.5, "psnr_vs_uncached": 30.0,
+             "fd_vs_uncached": 2.0},
+            {**row, "method": "composite", "section": "default", "cost": 0.5, "psnr_vs_uncached": 33.0,
+             "fd_vs_uncached": 1.5},
+            {**row, "method": "gocopt", "section": "default", "cost": 0.5, "psnr_vs_uncached": 34.0,
+             "fd_vs_uncached": 1.0},
+            {**row, "method": "composite", "section": "generous", "cost": 0.5, "psnr_vs_uncached": 36.0,
+             "fd_vs_uncached": 0.9},
+            {**row, "method": "gocopt", "section": "generous", "cost": 0.5, "psnr_vs_uncached": 35.0,
+             "fd_vs_uncached": 0.8}]
+    assert [r["section"] for r in section_rows(rows, "default")[1:]] == ["shared", "default", "default"]
+    (default,) = verdicts(section_rows(rows, "default"))
+    assert default["gocopt_wins"] and default["best_peer"] == "composite" and default["margin_db"] == pytest.approx(1.0)
+    (generous,) = verdicts(section_rows(rows, "generous"))
+    assert generous["loses_to"] == ["composite"] and generous["margin_db"] == pytest.approx(-1.0)

@@ -15,7 +15,7 @@ import pytest
 from benchmarks.cells import Cell, all_cells, missing_cells
 
 ROOT = Path(__file__).parent.parent
-TINY = ["--samples", "12", "--timing-samples", "1", "--calibration-samples", "6"]
+TINY = ["--samples", "12", "--timing-samples", "1", "--setup-ceiling", "8"]
 
 
 def _head_to_head(*args: str, cells: Path, cache: Path) -> subprocess.Popen:
@@ -52,6 +52,7 @@ def test_a_run_killed_mid_cell_resumes_without_recomputing_written_cells(tmp_pat
     written = first.read_bytes()
     document = json.loads(written)
     assert document["budget"] == 0.25 and {r["method"] for r in document["rows"]} >= {"uncached", "gocopt", "fora"}
+    _check_sections(document)
 
     again = _head_to_head(*args, cells=cells, cache=cache)
     output, _ = again.communicate(timeout=900)
@@ -67,3 +68,22 @@ def test_a_run_killed_mid_cell_resumes_without_recomputing_written_cells(tmp_pat
     assert "from 2 of 16 cells" in text and "**Missing cells**" in text and "latent DDIM-50 budget 0.75" in text
     assert (tmp_path / "report.png").exists()
     assert len(json.loads((tmp_path / "report.json").read_text())["missing"]) == 14
+
+
+def _check_sections(document: dict) -> None:
+    """Both sections: gocopt's default compile made in the cell and the committed --effort full
+    schedule, every peer that sets itself up allowed the compile's work (here capped by the CI
+    ceiling), the rows that set nothing up run once and judged in both."""
+    sections = document["sections"]
+    assert set(sections) == set(document["verdicts"]) == {"default", "generous"}
+    assert 30 < sections["default"]["gocopt_work"] < 100 < sections["generous"]["gocopt_work"]  # defaults vs full
+    rows = document["rows"]
+    for section in ("default", "generous"):
+        assert sections[section]["allowance"] == 8.0  # --setup-ceiling 8
+        own = {r["method"]: r for r in rows if r.get("section") == section}
+        assert own["gocopt"]["setup_work"] == sections[section]["gocopt_work"]
+        assert {"smoothcache", "budcache", "lemica", "composite", "l2p"} <= set(own)
+        assert own["smoothcache"]["allowance"] == 8.0 and own["smoothcache"]["setup_work"] == 8.0  # 8 calibration runs
+        assert document["verdicts"][section]["section"] == section
+    shared = [r["method"] for r in rows if r.get("section") == "shared"]
+    assert "fora" in shared and "taylorseer" in shared and len(shared) == len(set(shared))
