@@ -111,7 +111,8 @@ def compute_cell(trained: TrainedModel, cell: Cell, settings: QualitySettings, *
 
     *default*: gocopt's default compile, made here from scratch first (its recorded work, less
     held-out scoring, is the allowance), against every peer set up within that allowance.
-    *generous*: the committed ``--effort full`` schedule against every peer given that compile's work
+    *generous*: the committed schedule (the reference model's: ``--effort full``) against every peer
+    given that compile's work
     (skipped when the settings compile gocopt in the run: there is no committed schedule then).
     The rows that set nothing up (FORA, TaylorSeer on fixed shapes, …) are the same in both and
     run once (``section: "shared"``)."""

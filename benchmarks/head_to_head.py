@@ -19,8 +19,9 @@ evaluation seeds no compile or design experiment has used (``benchmarks.cells.CE
 
 Each cell has two sections of equal set-up work (:mod:`benchmarks.allowance`): *default*, gocopt's
 default compile made in the cell from scratch against every peer allowed the same model work;
-*generous*, the committed ``--effort full`` schedule in schedules/ (loaded as a deployment would)
-against every peer allowed that compile's work. ``--compile`` leaves the generous section out.
+*generous*, the committed schedule in schedules/ (loaded as a deployment would; the reference
+model's are ``--effort full`` compiles, the latent model's the defaults) against every peer allowed
+that compile's work. ``--compile`` leaves the generous section out.
 
 Speed table: DiT-S/2, B/2 and XL/2 shapes with
 random weights, 1 and 2 images with batched CFG, 20 steps, a gocopt-shaped schedule (FORA mask + GOC)
@@ -76,7 +77,7 @@ SPEED_COLUMNS = [("model", "model", ""), ("batch", "images", ""), ("uncached_sec
                  ("ratio_to_ideal", "speedup / ideal", ".3f"), ("cache_mib", "cache peak MiB", ".1f")]
 
 
-CELL_SAMPLES = 500  # per cell, both sections: a DDIM-20 cell takes about 7 minutes on 2 CPU cores (README)
+CELL_SAMPLES = {20: 500, 50: 300}  # evaluation seeds per cell by DDIM steps: a cell, both sections, in ~15 minutes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="compute the chosen cells even if already written")
     parser.add_argument("--compile", action="store_true", help="compile gocopt in the run, no committed schedules "
                         "(cells: the default section alone)")
-    parser.add_argument("--samples", type=int, help=f"quality samples (default {CELL_SAMPLES} per cell; 48 with "
-                        "--quick)")
+    parser.add_argument("--samples", type=int, help="quality samples per cell (default: 500 at DDIM-20, 300 at "
+                        "DDIM-50; 48 with --quick)")
     parser.add_argument("--timing-samples", type=int, help="seeds timed at batch size 1 per row (default 10)")
     parser.add_argument("--setup-ceiling", type=float, help="cap every section's set-up allowance at this many "
                         "samples (CI-sized cells; default: none)")
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick or args.only == "speed":
         run_whole(args, command)
         return
-    settings = QualitySettings(samples=args.samples or CELL_SAMPLES, batch_size=args.samples or CELL_SAMPLES)
+    settings = QualitySettings()
     if args.compile:
         settings = replace(settings, schedules_dir=None)
     if args.timing_samples:
@@ -127,8 +128,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = replace(settings, setup_ceiling=args.setup_ceiling)
     if args.compile_work:
         settings = replace(settings, compile_max_samples=args.compile_work)
-    cells = all_cells(models=args.model or MODELS, steps=args.steps or STEPS, budgets=args.budget or BUDGETS)
-    run_cells(cells, settings, root=args.cells, cache=args.cache, force=args.force, command=command)
+    for steps in args.steps or STEPS:  # each step count at its own sample count
+        samples = args.samples or CELL_SAMPLES[steps]
+        cells = all_cells(models=args.model or MODELS, steps=(steps,), budgets=args.budget or BUDGETS)
+        run_cells(cells, replace(settings, samples=samples, batch_size=samples), root=args.cells, cache=args.cache,
+                  force=args.force, command=command)
 
 
 def run_whole(args: argparse.Namespace, command: str) -> None:
@@ -184,8 +188,9 @@ def write_report(root: Path, out: Path) -> dict:
                                         "budgets": sorted({d["budget"] for d in cells}),
                                         "samples": first["samples"], "timing_samples": first["timing_samples"],
                                         "gocopt_schedules": f"default section: {first['gocopt_default']}; "
-                                                            f"generous section: the committed --effort full "
-                                                            f"schedules in {first['gocopt_generous']}/"}}
+                                                            f"generous section: the committed schedule files in "
+                                                            f"{first['gocopt_generous']}/, loaded as deployed "
+                                                            "(each cell states its compile's work)"}}
         results["uncached"] = {str(r["steps"]): r for r in results["quality_rows"] if r["method"] == "uncached"}
         prefix = out if model == "reference" else out.with_name(f"{out.name}_{model}")
         parts.append(quality_markdown(results, prefix))
@@ -200,9 +205,9 @@ def write_report(root: Path, out: Path) -> dict:
 
 def plot_series(rows: list[dict]) -> list[dict]:
     """The rows a plot shows, each with its line's name: the default section, the shared rows, and
-    gocopt's generous (``--effort full``) row as a line of its own (a composite is one line)."""
+    gocopt's committed schedule (the generous section's) as a line of its own (a composite is one line)."""
     shown = [r for r in rows if r.get("section") != "generous" or r["method"] == "gocopt"]
-    return [{**r, "series": LABELS[r["method"]] + (" (--effort full)" if r.get("section") == "generous" else "")}
+    return [{**r, "series": LABELS[r["method"]] + (" (committed schedule)" if r.get("section") == "generous" else "")}
             for r in shown]
 
 
