@@ -26,6 +26,7 @@ _LAZY = {
     "ScheduleError": "gocopt.errors",
     "TraceError": "gocopt.errors",
     "PassError": "gocopt.errors",
+    "ArgumentError": "gocopt.errors",
     "models": "gocopt.models",
 }
 

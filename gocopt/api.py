@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from gocopt.driver import compile_model, load_model
+from gocopt.errors import ArgumentError
 from gocopt.integrations.diffusers import compile_pipeline, is_pipeline, load_pipeline
 from gocopt.metrics.quality import QualityEvaluator
 from gocopt.search.effort import Effort
@@ -86,6 +87,10 @@ def compile(  # noqa: A001 - the product's verb, as in torch.compile
     pipeline arguments (``guidance_scale``, …); the schedule is installed in the pipeline, which
     is returned (see :mod:`gocopt.integrations.diffusers`).
     """
+    _refuse_what_does_not_apply(
+        model, "compile", model_only={"sampler": sampler, "example_inputs": example_inputs, "num_classes": num_classes,
+                                      "latent_shape": latent_shape, "evaluator": evaluator},
+        pipeline_only={"inputs": inputs, "call_kwargs": call_kwargs})
     if is_pipeline(model):
         return compile_pipeline(model, budget, inputs=inputs or [], steps=steps, call_kwargs=call_kwargs, trials=trials,
                                 search_samples=search_samples, heldout_samples=heldout_samples,
@@ -115,10 +120,32 @@ def load(model: nn.Module, path: str | Path, *, sampler: Any = None, example_inp
     as for :func:`compile` where the model does not state them). A diffusers pipeline gets the
     schedule installed (``inputs``/``call_kwargs``: see :mod:`gocopt.integrations.diffusers`).
     """
+    _refuse_what_does_not_apply(
+        model, "load", model_only={"sampler": sampler, "example_inputs": example_inputs, "num_classes": num_classes,
+                                   "latent_shape": latent_shape},
+        pipeline_only={"inputs": inputs, "call_kwargs": call_kwargs})
     if is_pipeline(model):
         return load_pipeline(model, path, inputs=inputs, call_kwargs=call_kwargs, check_weights=check_weights)
     return load_model(model, path, sampler=sampler, example_inputs=example_inputs, check_weights=check_weights,
                       num_classes=num_classes, latent_shape=latent_shape)
+
+
+def _refuse_what_does_not_apply(model: Any, verb: str, *, model_only: dict[str, Any],
+                                pipeline_only: dict[str, Any]) -> None:
+    """Raise :class:`~gocopt.errors.ArgumentError` naming every argument given that does not apply
+    to ``model``: a pipeline brings its own sampler (its scheduler), inputs and shapes; a bare model
+    has no pipeline inputs. Dropping them silently would compile something other than was asked."""
+    pipeline = is_pipeline(model)
+    given = [name for name, value in (model_only if pipeline else pipeline_only).items() if value is not None]
+    if not given:
+        return
+    if pipeline:
+        raise ArgumentError(f"gocopt.{verb}: {', '.join(given)} do(es) not apply to a diffusers pipeline, which "
+                            "brings its own scheduler, inputs and shapes; set the scheduler and steps on the pipeline, "
+                            "pass calibration prompts or labels as inputs= and fixed arguments as call_kwargs=")
+    raise ArgumentError(f"gocopt.{verb}: {', '.join(given)} apply only to a diffusers pipeline; for a model, pass "
+                        "sampler= (its steps and guidance) and, where the model does not state them, num_classes= "
+                        "and latent_shape=")
 
 
 __all__ = ["compile", "load"]

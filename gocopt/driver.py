@@ -49,7 +49,7 @@ from gocopt.search.path import EdgeTable
 from gocopt.search.shared import shared_record
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
 from gocopt.search.storage import DEFAULT_HEARTBEAT
-from gocopt.search.study import GLOBAL_PATH, SEED_CANDIDATES
+from gocopt.search.study import ALWAYS_SAMPLED, SEED_CANDIDATES
 from gocopt.search.surrogate import fit_step_weights, rank_candidates
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
@@ -278,10 +278,12 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
 def _surrogate_best(objective: ScheduleObjective, ctx: SpaceContext, weights: np.ndarray, plan: WorkPlan,
                     seed: int) -> list[Candidate]:
     """A new study's first trials, one per planned trial: the surrogate's best distinct schedules,
-    and the global path with the fitted forecast (``GLOBAL_PATH``) whatever the surrogate says."""
+    and the effort's ``always_sample`` candidates (the global path with the fitted forecast by
+    default) whatever the surrogate says."""
     assert ctx.gram is not None, "a surrogate needs calibration's Gram matrices"
     ranked = rank_candidates(objective.schedule, ctx.gram, weights, trials=plan.effort.surrogate_trials,
-                             keep=plan.trials, seed=seed, seeds=SEED_CANDIDATES, always=(GLOBAL_PATH,))
+                             keep=plan.trials, seed=seed, seeds=SEED_CANDIDATES,
+                             always=tuple(ALWAYS_SAMPLED[name] for name in plan.effort.always_sample))
     return [candidate for candidate, _ in ranked]
 
 

@@ -29,5 +29,10 @@ class NumericalError(GocoptError, ArithmeticError):
     """A numerical solve was handed inputs it cannot take (non-finite, mis-shaped); names the solve."""
 
 
+class ArgumentError(GocoptError, TypeError):
+    """An argument that does not apply to what it was passed with (a model option given with a
+    diffusers pipeline, say): named and refused, never silently dropped."""
+
+
 class GocoptExperimentalWarning(UserWarning):
     """A feature whose behaviour may still change (cross-attention sites, for example)."""

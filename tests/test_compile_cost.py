@@ -159,6 +159,26 @@ def test_a_surrogate_led_search_always_samples_the_global_path(tiny_model, tmp_p
     assert any(all(t.params[k] == expected[k] for k in t.params) for t in trials), [t.params for t in trials]
 
 
+def test_the_effort_names_the_candidates_sampled_whatever_the_surrogate_says(tiny_model, tmp_path):
+    """``Effort.always_sample`` puts FORA's mask with the Taylor forecast among the sampled trials next
+    to the global path (the surrogate, measured on the uncached trajectory, always prefers a fitted
+    forecast on the same mask); a name it does not know is refused before any work."""
+    import optuna
+
+    import gocopt
+    from gocopt.search.effort import Effort
+    from gocopt.search.study import GLOBAL_PATH, INTERVAL_TAYLOR
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    effort = replace(QUICK, always_sample=("global-path", "interval-taylor1"))
+    gocopt.compile(tiny_model, 0.4, steps=8, trials=3, effort=effort, storage=storage, study_name="s", progress=False)
+    trials = optuna.load_study(study_name="s-b0.4", storage=storage).get_trials()
+    for expected in (GLOBAL_PATH.as_params(), INTERVAL_TAYLOR.as_params()):
+        assert any(all(t.params[k] == expected[k] for k in t.params) for t in trials), [t.params for t in trials]
+    with pytest.raises(ScheduleError, match="always_sample names \\['fora'\\]"):
+        Effort(always_sample=("fora",))
+
+
 def test_every_span_seed_counts_the_same_whatever_its_error_level():
     """Mean PSNR weighs each sample's log-error equally: a seed whose errors are all 50× larger
     must not decide the table alone, as it does in a plain mean of squared errors."""

@@ -194,3 +194,24 @@ def test_more_than_one_transformer_call_per_step_is_refused():
         gocopt.compile(pipe, 0.5, steps=10, inputs=inputs, call_kwargs={**kwargs, "skip_guidance_layers": [0]},
                        trials=1, search_samples=2, heldout_samples=2, progress=False)
     assert not isinstance(pipe.transformer, gocopt.CachedModel)  # nothing installed
+
+
+@pytest.mark.parametrize("argument", ["sampler", "example_inputs", "num_classes", "latent_shape", "evaluator"])
+def test_a_model_option_given_with_a_pipeline_is_refused_by_name(argument, tmp_path):
+    """Before issue #37 these were dropped without a word: a pipeline compiled with its own scheduler
+    while the caller believed their sampler was used."""
+    pipe, inputs, kwargs = pipeline("dit")
+    with pytest.raises(gocopt.ArgumentError, match=f"{argument} do\\(es\\) not apply to a diffusers pipeline"):
+        gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, **{argument: object()})
+    if argument != "evaluator":  # load takes no evaluator at all
+        with pytest.raises(gocopt.ArgumentError, match=argument):
+            gocopt.load(pipe, tmp_path / "never_read.json", inputs=inputs[:1], **{argument: object()})
+
+
+@pytest.mark.parametrize("argument", ["inputs", "call_kwargs"])
+def test_a_pipeline_option_given_with_a_model_is_refused_by_name(argument, tiny_model, tmp_path):
+    value = [{"class_labels": 1}] if argument == "inputs" else {"guidance_scale": 4.0}
+    with pytest.raises(gocopt.ArgumentError, match=f"{argument} apply only to a diffusers pipeline"):
+        gocopt.compile(tiny_model, 0.5, **{argument: value})
+    with pytest.raises(gocopt.ArgumentError, match=argument):
+        gocopt.load(tiny_model, tmp_path / "never_read.json", **{argument: value})

@@ -22,7 +22,7 @@ from typing import Any
 
 from gocopt.errors import ScheduleError
 from gocopt.search.spans import SPAN_METHODS, SPAN_SEEDS, span_image_steps
-from gocopt.search.study import SEED_CANDIDATES
+from gocopt.search.study import ALWAYS_SAMPLED, SEED_CANDIDATES
 
 MIN_TRIALS = 2  # with a surrogate: its best two, sampled; without one, the study's enqueued seed candidates
 TRACING_IMAGE_STEPS = 2  # the sampler's first call, captured, and the traced model run on it (at most)
@@ -45,6 +45,8 @@ class Effort:
             ``max_samples`` pays for.
         heldout_samples: other seeds the result is scored on (uncached and cached), with its standard error.
         baselines: also score FORA + GOC (paper) and the L2C-like schedule on the held-out seeds.
+        always_sample: with a surrogate, the candidates (``ALWAYS_SAMPLED`` names) sampled among the
+            trials whatever the surrogate ranks them: its blind spots, where only sampling can tell.
     """
 
     search_samples: int = 8
@@ -54,6 +56,7 @@ class Effort:
     trials: int | None = None
     heldout_samples: int = 16
     baselines: bool = False
+    always_sample: tuple[str, ...] = ("global-path",)
 
     @classmethod
     def full(cls) -> Effort:
@@ -68,6 +71,9 @@ class Effort:
                 raise ScheduleError(f"Effort.{name}={getattr(self, name)}: must be at least 1")
         if self.span_method not in SPAN_METHODS:
             raise ScheduleError(f"Effort.span_method={self.span_method!r}; expected one of {SPAN_METHODS}")
+        unknown = [name for name in self.always_sample if name not in ALWAYS_SAMPLED]
+        if unknown:
+            raise ScheduleError(f"Effort.always_sample names {unknown}; expected names from {tuple(ALWAYS_SAMPLED)}")
         if self.surrogate_trials < 0 or (self.trials is not None and self.trials < 1):
             raise ScheduleError("Effort.surrogate_trials must be >= 0 and Effort.trials >= 1 (or None)")
 

@@ -1,0 +1,149 @@
+"""The default compile's levers, each on and off, on every shipped model (issue #34).
+
+    python -m benchmarks.levers                 # every missing cell, in turn
+    python -m benchmarks.levers --model latent --steps 20 --budget 0.25
+    python -m benchmarks.levers --report        # docs/benchmarks/levers.{md,json} from the cells present
+
+A design decision about the search, its measurements or its predictors is a default only if it
+helps on models that differ in kind. So each cell — one model × DDIM step count × budget — compiles
+that budget alone with the defaults and with each lever (``LEVERS``: an :class:`Effort` that differs
+from the default in one thing, under the same default cap of model work), then scores every
+schedule on the same design seeds (``DESIGN_SEED_BASE``: no compile and no head-to-head uses them)
+as the head-to-head does (decoded pixels for the latent model), paired against the defaults with
+the standard error of the per-sample differences, and with the model work each compile spent (a
+compile the cap cannot pay for spends the least that works, with a warning). Each cell is written
+atomically to ``docs/benchmarks/levers/<model>_ddim<S>_b<B>.json`` the moment it is done and skipped
+when present, so an interrupted run loses one cell at most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import gocopt
+from benchmarks.quality_table import DESIGN_SEED_BASE, TrainedModel, bench_sampler, evaluation_set
+from gocopt.atomic import atomic_write_text
+from gocopt.errors import ScheduleError
+from gocopt.metrics.fidelity import psnr
+from gocopt.report import environment, markdown_table, write_json
+from gocopt.search.effort import Effort
+
+MODELS, STEPS, BUDGETS = ("reference", "latent"), (20, 50), (0.25, 0.5)
+SAMPLES = 128
+CELLS = Path("docs/benchmarks/levers")
+LEVERS = {
+    "defaults": Effort(),
+    # the default compile affords two sampled trials on both models at DDIM-20 (the surrogate's best and
+    # the global path), so a candidate sampled "always" must take one of those two places ...
+    "Taylor 1st on FORA's mask sampled instead of the global path": Effort(always_sample=("interval-taylor1",)),
+    # ... or be paid for: held-out scoring on 8 seeds instead of 16 frees two trials under the same cap
+    "held-out on 8 seeds; Taylor forecasts sampled (FORA's mask 1st, 2nd; path 2nd)":
+        Effort(heldout_samples=8,
+               always_sample=("global-path", "interval-taylor1", "interval-taylor2", "path-taylor2")),
+}
+
+
+def cell_path(root: Path, model: str, steps: int, budget: float) -> Path:
+    return root / f"{model}_ddim{steps}_b{budget:.2f}.json"
+
+
+@torch.no_grad()
+def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int) -> dict:
+    """Every lever's compile of ``budget`` alone, scored on the design seeds against the defaults."""
+    sampler = bench_sampler(trained, steps)
+    labels, noise = evaluation_set(trained, samples, DESIGN_SEED_BASE)
+    model, evaluator = trained.model, trained.evaluator
+    uncached = sampler.sample(model, labels, noise, num_classes=model.num_classes)
+    reference_images = evaluator.images(uncached)
+    rows, per_sample = [], {}
+    for name, effort in LEVERS.items():
+        started = time.perf_counter()
+        try:
+            compiled = gocopt.compile(model, budget, sampler=sampler, effort=effort, progress=False)
+        except ScheduleError as error:  # a lever this model or sampler cannot run: recorded, not fatal
+            rows.append({"lever": name, "error": str(error)})
+            continue
+        seconds = time.perf_counter() - started
+        schedule = compiled.schedule
+        compiled.reset()
+        cached = sampler.sample(compiled, labels, noise, num_classes=model.num_classes)
+        per_sample[name] = psnr(evaluator.images(cached), reference_images).numpy()
+        work = schedule.provenance["work"]
+        rows.append({"lever": name, "cost": float(schedule.cost(compiled.site_flops)),
+                     "psnr": float(per_sample[name].mean()),
+                     "psnr_stderr": float(per_sample[name].std(ddof=1) / np.sqrt(samples)),
+                     "fd_vs_uncached": float(evaluator.score(cached, labels, reference=uncached)["fd_vs_uncached"]),
+                     "compile_work": float(work["total"]["sample_equivalents"]), "compile_seconds": seconds,
+                     "trials": schedule.provenance["search"]["trials"],
+                     "best_params": schedule.provenance["search"]["best_params"]})
+    base = per_sample.get("defaults")
+    for row in rows:
+        if base is not None and row["lever"] in per_sample:
+            diff = per_sample[row["lever"]] - base
+            row.update(diff_vs_defaults=float(diff.mean()), diff_stderr=float(diff.std(ddof=1) / np.sqrt(samples)))
+    return {"model": trained.name, "steps": steps, "budget": budget, "samples": samples,
+            "seeds": f"SampleSet.make({samples}, DESIGN_SEED_BASE={DESIGN_SEED_BASE})",
+            "environment": environment(), "rows": rows}
+
+
+def write_report(root: Path, out: Path) -> dict:
+    cells = [json.loads(p.read_text()) for p in sorted(root.glob("*.json"))]
+    rows = [{"model": c["model"], "steps": c["steps"], "budget": c["budget"], **r} for c in cells for r in c["rows"]]
+    for row in rows:
+        row["family"] = (f"{row['best_params']['family']} + {row['best_params']['predictor']}"
+                         if "best_params" in row else "")
+        row["note"] = row.get("error", "")
+    missing = [cell_path(root, m, s, b).name for m in MODELS for s in STEPS for b in BUDGETS
+               if not cell_path(root, m, s, b).exists()]
+    columns = [("model", "model", ""), ("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("lever", "lever", ""),
+               ("psnr", "PSNR (dB)", ".2f"), ("psnr_stderr", "± s.e.", ".2f"),
+               ("diff_vs_defaults", "vs defaults (dB)", "+.2f"), ("diff_stderr", "± s.e.", ".2f"),
+               ("fd_vs_uncached", "FD", ".4f"), ("compile_work", "compile work (samples)", ".1f"),
+               ("trials", "trials", ""), ("family", "search found", ""), ("note", "note", "")]
+    text = ("# The default compile's levers, on and off, per model\n\n"
+            "Built by `python -m benchmarks.levers --report` from the cells in `docs/benchmarks/levers/`. Each "
+            "compile is one budget alone under the default cap (100 uncached-sample equivalents); PSNR against the "
+            f"uncached model on {SAMPLES} design seeds (decoded pixels for the latent model); differences paired "
+            "against the defaults on the same seeds.\n\n"
+            + (f"**Missing cells**: {', '.join(missing)}.\n\n" if missing else "")
+            + markdown_table(rows, columns) + "\n")
+    atomic_write_text(out.with_suffix(".md"), text)
+    write_json(out.with_suffix(".json"), {"cells": cells, "missing": missing})
+    return {"rows": rows, "missing": missing}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", choices=MODELS)
+    parser.add_argument("--steps", nargs="+", type=int)
+    parser.add_argument("--budget", nargs="+", type=float)
+    parser.add_argument("--samples", type=int, default=SAMPLES)
+    parser.add_argument("--cells", type=Path, default=CELLS)
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/levers"))
+    args = parser.parse_args(argv)
+    if not args.report:
+        args.cells.mkdir(parents=True, exist_ok=True)
+        for model in args.model or MODELS:
+            trained = TrainedModel.named(model)
+            for steps in args.steps or STEPS:
+                for budget in args.budget or BUDGETS:
+                    path = cell_path(args.cells, model, steps, budget)
+                    if path.exists():
+                        print(f"{path} already written", flush=True)
+                        continue
+                    cell = compute_cell(trained, steps, budget, args.samples)
+                    write_json(path, cell)
+                    print(f"{path}: " + ", ".join(f"{r['lever']} {r.get('psnr', float('nan')):.2f}"
+                                                  for r in cell["rows"]), flush=True)
+    write_report(args.cells, args.out)
+
+
+if __name__ == "__main__":
+    main()
