@@ -194,3 +194,19 @@ def test_every_span_seed_counts_the_same_whatever_its_error_level():
     assert table[(0, 2)] < table[(0, 3)]  # the stronger preference wins once both seeds are on one level
     assert table[(0, 2)] == pytest.approx((1.0 * weights[0] + 400.0 * weights[1]) / 2)
     assert sample_weights({(0, 2): np.array([3.0])}) == pytest.approx([1.0])
+
+
+def test_always_sampled_candidates_that_cannot_be_sampled_are_refused_or_named(tiny_model, caplog):
+    """No silent no-op: without a surrogate the study never samples an always-candidate that is not one
+    of its seed candidates (refused up front); with too few trials for them all, the ones left out
+    are named in a warning."""
+    import gocopt
+    from gocopt.search.effort import Effort
+
+    with pytest.raises(ScheduleError, match="only a surrogate-led search samples"):
+        Effort(surrogate_trials=0, trials=4, always_sample=("interval-taylor1",))
+    Effort(surrogate_trials=0, trials=4)  # the global path is a seed candidate: nothing to refuse
+    effort = replace(QUICK, always_sample=("global-path", "interval-taylor1", "interval-taylor2", "path-taylor2"))
+    with caplog.at_level("WARNING", logger="gocopt.search.surrogate"):
+        gocopt.compile(tiny_model, 0.4, steps=8, trials=2, effort=effort, progress=False)
+    assert "do not fit in 2 sampled trials" in caplog.text

@@ -74,6 +74,10 @@ class Effort:
         unknown = [name for name in self.always_sample if name not in ALWAYS_SAMPLED]
         if unknown:
             raise ScheduleError(f"Effort.always_sample names {unknown}; expected names from {tuple(ALWAYS_SAMPLED)}")
+        unseeded = [name for name in self.always_sample if ALWAYS_SAMPLED[name] not in SEED_CANDIDATES]
+        if not self.surrogate_trials and unseeded:  # without a surrogate the study starts from SEED_CANDIDATES
+            raise ScheduleError(f"Effort.always_sample names {unseeded}, which only a surrogate-led search samples, "
+                                "but surrogate_trials=0; give surrogate_trials > 0 or leave them out")
         if self.surrogate_trials < 0 or (self.trials is not None and self.trials < 1):
             raise ScheduleError("Effort.surrogate_trials must be >= 0 and Effort.trials >= 1 (or None)")
 
