@@ -5,7 +5,7 @@
 
 Every row runs in a fresh process with an empty inductor cache (nothing one row compiled helps
 another), one row after the other: load, ``torch.compile`` (the uncached model) or
-``CachedModel.compile()`` (every distinct step graph, ``fullgraph``), then the first sampling run —
+``CachedModel.compile_graphs()`` (every distinct step graph, ``fullgraph``), then the first sampling run —
 *time to first image*, compilation included — then ``--rounds`` more runs, of which the best is the
 steady-state time. Ratios are against the uncached compiled model of the same run.
 
@@ -52,7 +52,7 @@ def row(schedule: str | None, device: str, mode: str | None, rounds: int, images
     if schedule is None:
         runner = torch.compile(model, mode=mode)
     else:
-        runner = gocopt.load(model, f"schedules/{schedule}.json", sampler=sampler).compile(mode=mode)
+        runner = gocopt.load(model, f"schedules/{schedule}.json", sampler=sampler).compile_graphs(mode=mode)
         graphs = len(runner.runtime.plan.plans)
     setup = time.perf_counter() - started  # load, trace, plan: torch.compile itself compiles on the first run
     with torch.no_grad():

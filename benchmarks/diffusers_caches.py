@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{"method": "uncached DiTPipeline", "setting": "", "cost": 1.0, "psnr_vs_uncached": None,
              "ssim_vs_uncached": 1.0, "fd_vs_uncached": 0.0, "seconds": uncached_seconds, "speedup": 1.0}]
     pipe, _ = _pipeline()
-    gocopt.compile(pipe, args.budget, steps=args.steps, inputs=[{"class_labels": c} for c in range(10)],
-                   call_kwargs={"guidance_scale": 4.0}, trials=trials, search_samples=16 if args.quick else 64,
-                   heldout_samples=8 if args.quick else 64,
-                   effort=replace(PIPELINE_EFFORT, surrogate_trials=100) if args.quick else None)
+    effort = replace(PIPELINE_EFFORT, trials=trials, search_samples=16 if args.quick else 64,
+                     heldout_samples=8 if args.quick else 64, **({"surrogate_trials": 100} if args.quick else {}))
+    gocopt.compile_pipeline(pipe, args.budget, inputs=[{"class_labels": c} for c in range(10)], steps=args.steps,
+                            call_kwargs={"guidance_scale": 4.0}, effort=effort)
     rows.append(score("gocopt compile", pipe, f"budget {args.budget}, {trials} trials"))
     target = rows[-1]["cost"]  # equal cost means gocopt's measured cost, not its site-FLOP budget
     for name, (configure, knobs) in diffusers_caches(args.steps).items():

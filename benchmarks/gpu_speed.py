@@ -73,7 +73,7 @@ def speed_rows(model_name: str, dtypes: list[str], images: list[int], *, steps: 
         shape, num_classes = (model.in_channels, model.input_size, model.input_size), model.num_classes
         example = model.example_inputs(2)  # on the model's device, in its dtype
         eager = cache_model(model, None, example)
-        compiled = cache_model(model, None, example).compile(mode=compile_mode, backend=backend)
+        compiled = cache_model(model, None, example).compile_graphs(mode=compile_mode, backend=backend)
         schedules = {("interval", b): gocopt_shaped(eager, steps, b, sampler.timesteps) for b in budgets}
         schedules |= {("fitted", b): searched_shape(eager, steps, b) for b in budgets if b < 1.0 and "fitted" in shapes}
         over = {k: s.cost(eager.site_flops) for k, s in schedules.items() if s.cost(eager.site_flops) > k[1] + 1e-9}

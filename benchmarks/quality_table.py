@@ -454,14 +454,11 @@ def compile_in_run(trained: TrainedModel, sampler: DDIMSampler, budget: float, s
                    progress: bool = True) -> CachedModel:
     """gocopt's compile made in the run, from scratch, with the library's defaults except what the
     settings change (CI-sized runs shrink it); its schedule records the work it did."""
-    options: dict = {"seed": settings.seed, "progress": progress, "evaluator": trained.evaluator}
-    if settings.compile_max_samples is not None:
-        options["max_samples"] = settings.compile_max_samples
-    if settings.trials is not None:
-        options["trials"] = settings.trials
-    if settings.surrogate_trials is not None:
-        options["effort"] = Effort(surrogate_trials=settings.surrogate_trials)
-    return gocopt.compile(trained.model, budget, sampler=sampler, **options)
+    effort = Effort(seed=settings.seed).with_overrides(max_samples=settings.compile_max_samples,
+                                                       trials=settings.trials,
+                                                       surrogate_trials=settings.surrogate_trials)
+    return gocopt.compile(trained.model, budget, sampler=sampler, spec=gocopt.DiTSpec(evaluator=trained.evaluator),
+                          effort=effort, progress=progress)
 
 
 def compile_work(schedule: Schedule) -> float | None:

@@ -163,29 +163,32 @@ def cmd_eval(args) -> int:
 
 def cmd_compile(args) -> int:
     from gocopt.api import compile as gocopt_compile
+    from gocopt.api import join_study
     from gocopt.atomic import atomic_write_text
+    from gocopt.models.convention import DiTSpec
     from gocopt.plots import save_schedule_heatmap
     from gocopt.report import compile_report
     from gocopt.search.effort import Effort
+    from gocopt.search.study_config import StudyConfig
 
     device = _device(args.device)
     model = _model(args.model, device)
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [args.budget]
     sampler = _sampler(args)
-    evaluator = _evaluator(args.model, device)  # the trained models: FD too
     effort = Effort.full() if args.effort == "full" else Effort()
-    if args.baselines:
-        effort = dataclasses.replace(effort, baselines=True)
-    effort = effort.with_overrides(surrogate_trials=args.surrogate_trials)
-    compiled = gocopt_compile(model, budgets, sampler=sampler, trials=args.trials, search_samples=args.search_samples,
-                              heldout_samples=args.heldout_samples, max_samples=args.max_samples, effort=effort,
-                              seed=args.seed, storage=args.storage,
-                              study_name=args.study_name, evaluator=evaluator, join=args.workers_join,
-                              heartbeat=args.heartbeat, max_graphs=args.max_graphs)
+    effort = effort.with_overrides(
+        baselines=args.baselines or None, surrogate_trials=args.surrogate_trials, trials=args.trials,
+        search_samples=args.search_samples, heldout_samples=args.heldout_samples, max_samples=args.max_samples,
+        seed=args.seed)
+    effort = dataclasses.replace(effort, max_graphs=args.max_graphs)
+    spec = DiTSpec(evaluator=_evaluator(args.model, device))  # the trained models: FD too
+    study = StudyConfig(storage=args.storage, name=args.study_name, heartbeat=args.heartbeat)
     if args.workers_join:
+        join_study(model, budgets, study=study, sampler=sampler, spec=spec, effort=effort)
         print(f"worker done: the studies of budgets {', '.join(f'{b:g}' for b in budgets)} hold their planned "
               "trials; the leader (the same command without --workers-join) writes the schedules")
         return 0
+    compiled = gocopt_compile(model, budgets, sampler=sampler, spec=spec, effort=effort, study=study)
     for budget, result in zip(budgets, compiled):
         out = Path((args.out or "schedules/{model}_ddim{steps}_b{budget}.json").format(
             model=args.model.replace("/", "_"), steps=args.steps, budget=f"{budget:.2f}"))
@@ -269,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
+    from gocopt.search.effort import Effort, default_max_samples
+    from gocopt.search.study_config import StudyConfig
+
+    effort, study = Effort(), StudyConfig()  # the CLI's defaults are the library's, read off its objects
     p = sub.add_parser("compile", help="search the best schedule at a budget; write it with a report and a heatmap")
     _add_model_args(p)
     _add_sampler_args(p)
@@ -276,16 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default=None, help="comma-separated budgets: one schedule each (e.g. 0.25,0.5,0.75)")
     p.add_argument("--max-samples", type=float, default=None,
                    help="cap on the compile's model work in uncached-sample equivalents, held-out scoring included "
-                        "(default 100 for one budget, +50 per extra budget); the search runs the trials it pays for")
+                        f"(default {default_max_samples(1):g} for one budget, "
+                        f"+{default_max_samples(2) - default_max_samples(1):g} per extra budget); the search runs the "
+                        "trials it pays for")
     p.add_argument("--trials", type=int, default=None, help="Optuna trials per budget (default: what the cap pays for)")
     p.add_argument("--search-samples", type=int, default=None,
                    help="calibration samples, also the search's inputs: every trial is scored on all of them "
-                        "(default 8)")
+                        f"(default {effort.search_samples})")
     p.add_argument("--surrogate-trials", type=int, default=None,
                    help="candidates per budget ranked by the model-free surrogate before any sampled trial; its best "
-                        "are the first trials (default 1000; 0: none, the search starts from its seed candidates)")
+                        f"are the first trials (default {effort.surrogate_trials}; 0: none, the search starts from its "
+                        "seed candidates)")
     p.add_argument("--heldout-samples", type=int, default=None,
-                   help="held-out samples the result is scored on (default 16, with its standard error)")
+                   help=f"held-out samples the result is scored on (default {effort.heldout_samples}, with its "
+                        "standard error)")
     p.add_argument("--effort", choices=("default", "full"), default="default",
                    help="full: gocopt 0.1's settings (40 trials × 64 samples, spans end to end, 256 held-out samples "
                         "and both baselines; ~4,000 sample equivalents per budget at DDIM-20)")
@@ -297,12 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers-join", action="store_true",
                    help="be one more worker of the study in --storage: run trials, write nothing (the command "
                         "started without this flag writes the schedule)")
-    p.add_argument("--heartbeat", type=int, default=10,
+    p.add_argument("--heartbeat", type=int, default=study.heartbeat,
                    help="seconds between a running trial's heartbeats in a database storage; a worker silent for "
-                        "three is taken for dead and its trial is run again (default 10)")
-    p.add_argument("--max-graphs", type=int, default=6,
+                        f"three is taken for dead and its trial is run again (default {study.heartbeat})")
+    p.add_argument("--max-graphs", type=int, default=effort.max_graphs,
                    help="at most this many distinct step graphs per schedule: torch.compile compilations and CUDA "
-                        "graph sets before the first image (default 6)")
+                        f"graph sets before the first image (default {effort.max_graphs})")
     p.add_argument("--out", default=None, help="schedule path (default schedules/{model}_ddim{steps}_b{budget}.json)")
     p.set_defaults(func=cmd_compile)
 

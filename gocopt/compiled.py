@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,7 +117,14 @@ class CachedModel(nn.Module):
                     100 * reused / schedule.mask.size, schedule.cost(self.site_flops), len(self.runtime.plan.plans),
                     "" if reused else " — nothing is cached: this is a no-op")
 
-    def compile(  # type: ignore[override]  # keyword-only: compiles the step plans, not the module
+    def compile(self, *args: Any, **kwargs: Any) -> CachedModel:  # type: ignore[override]
+        """Deprecated name of :meth:`compile_graphs` (in gocopt, "compile" is the schedule search)."""
+        warnings.warn("CachedModel.compile() is deprecated and will be removed in gocopt 0.3; write "
+                      "compile_graphs() (\"compile\" is gocopt.compile, the schedule search)", DeprecationWarning,
+                      stacklevel=2)
+        return self.compile_graphs(*args, **kwargs)
+
+    def compile_graphs(
         self, *, mode: str | None = None, backend: str = "inductor", fullgraph: bool = True,
         dynamic: bool | None = False, options: dict[str, Any] | None = None, disable: bool = False,
     ) -> CachedModel:

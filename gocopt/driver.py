@@ -7,12 +7,12 @@ and on a diffusers pipeline (:mod:`gocopt.integrations.diffusers`), and both loa
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import numbers
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,99 +27,67 @@ from gocopt.evaluate import SampleSet
 from gocopt.metrics.fidelity import paired_fidelity
 from gocopt.metrics.frechet import frechet_distance
 from gocopt.metrics.quality import QualityEvaluator
-from gocopt.models.convention import DiTSpec, check_null_class, dit_spec
+from gocopt.models.convention import DiTSpec, ResolvedSpec, check_null_class, dit_spec
 from gocopt.sampling import DDIMSampler, Sampler, initial_noise
 from gocopt.schedule.fingerprint import check_fingerprint, model_fingerprint
 from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.io import load_schedule
 from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
 from gocopt.schedule.schedule import Schedule
-from gocopt.search import (
-    DEFAULT_MAX_GRAPHS,
-    Candidate,
-    ScheduleObjective,
-    SearchSet,
-    SpaceContext,
-    check_budget,
-    check_max_graphs,
-    run_search,
-)
+from gocopt.search import ScheduleObjective, SearchSet, SpaceContext, check_budget
 from gocopt.search.effort import Effort, WorkPlan, default_max_samples, plan_work
 from gocopt.search.path import EdgeTable
 from gocopt.search.shared import shared_record
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
-from gocopt.search.storage import DEFAULT_HEARTBEAT
-from gocopt.search.study import ALWAYS_SAMPLED, SEED_CANDIDATES
-from gocopt.search.surrogate import fit_step_weights, rank_candidates
+from gocopt.search.strategy import search_budget, step_weights
+from gocopt.search.study_config import StudyConfig
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
 
 logger = logging.getLogger(__name__)
+DEFAULT_STEPS = 20  # DiT's own DDIM step count, when no sampler is given
 SEARCH_SEED_BASE, HELDOUT_SEED_BASE = 10_000, 20_000  # seed sets: search and held-out never overlap
 DEGENERATE_NOTE = ("no reuse span changed the samples (every measured span error is 0): the model's output does not "
                    "depend on what caching skips, so any schedule at the budget samples the same images; this one "
                    "is valid, but its quality says nothing about a trained model: compile the trained weights")
 
 
-def compile_model(
-    model: nn.Module,
-    budget: float | Sequence[float] = 0.5,
-    *,
-    steps: int = 20,
-    sampler: Sampler | None = None,  # narrowed to a Sampler in the first lines
-    trials: int | None = None,
-    search_samples: int | None = None,
-    heldout_samples: int | None = None,
-    max_samples: float | None = None,
-    effort: Effort | None = None,
-    seed: int = 0,
-    storage: Any = None,
-    study_name: str | None = None,
-    example_inputs: Any = None,
-    progress: bool = True,
-    num_classes: int | None = None,
-    latent_shape: Sequence[int] | None = None,
-    evaluator: QualityEvaluator | None = None,
-    join: bool = False,
-    heartbeat: int | None = DEFAULT_HEARTBEAT,
-    max_graphs: int | None = DEFAULT_MAX_GRAPHS,
-) -> Any:
-    """Search, score and stamp schedules for a class-conditional DiT (see :func:`gocopt.compile`)."""
-    budgets = budget_list(budget)
-    spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
-    sampler = sampler if sampler is not None else default_sampler(steps)
+def compile_model(model: nn.Module, budgets: Sequence[float], *, sampler: Sampler | None = None,
+                  spec: DiTSpec | None = None, effort: Effort | None = None, study: StudyConfig | None = None,
+                  progress: bool = True, join: bool = False) -> list[CachedModel]:
+    """Search, score and stamp one schedule per budget for a class-conditional DiT (see
+    :func:`gocopt.compile`); a joining worker (``join``) runs trials only and returns ``[]``."""
+    resolved = dit_spec(model, spec)
+    spec, study = spec or DiTSpec(), study or StudyConfig()
+    sampler = sampler if sampler is not None else default_sampler(DEFAULT_STEPS)
     for b in budgets:
         check_budget(b, sampler.steps)  # refuse before any work
-    check_max_graphs(max_graphs)
-    check_null_class(model, spec, sampler.guidance)
-    plan = plan_compile(effort, sampler, budgets, spec.num_classes, trials=trials, search_samples=search_samples,
-                        heldout_samples=heldout_samples, max_samples=max_samples)  # refuse an impossible cap too
+    check_null_class(model, resolved, sampler.guidance)
+    plan = plan_compile(effort, sampler, budgets, resolved.num_classes)  # refuse an impossible cap too
     effort = plan.effort
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
-    shape = spec.latent_shape
-    search = SampleSet.make(effort.search_samples, SEARCH_SEED_BASE + seed, spec.num_classes)
-    held = SampleSet.make(effort.heldout_samples, HELDOUT_SEED_BASE + seed, spec.num_classes)
+    shape = resolved.latent_shape
+    search = SampleSet.make(effort.search_samples, SEARCH_SEED_BASE + effort.seed, resolved.num_classes)
+    held = SampleSet.make(effort.heldout_samples, HELDOUT_SEED_BASE + effort.seed, resolved.num_classes)
     search_noise = initial_noise(search.seeds, shape, device).to(dtype)
     meter = work_meter([model], sampler)
+    example_inputs = spec.example_inputs
     with meter:
         with meter.phase("tracing"):  # the example call, and the traced model run on it
             if example_inputs is None and getattr(model, "example_inputs", None) is None:
-                example_inputs = sampler_call(model, sampler, spec)
+                example_inputs = sampler_call(model, sampler, resolved)
             compiled = cache_model(model, None, example_inputs)
         meter.watch(compiled)
         with meter.phase("held-out scoring"):
             heldout = None if join else HeldOut(  # a joining worker scores nothing: no uncached held-out run
                 compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
-                num_classes=spec.num_classes, evaluator=evaluator)
-        results = search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise,
-                                 search.seeds, heldout, num_classes=spec.num_classes, plan=plan, seed=seed,
-                                 storage=storage, study_name=study_name or _default_study_name(model, sampler),
-                                 progress=progress, example_inputs=example_inputs, join=join, heartbeat=heartbeat,
-                                 max_graphs=max_graphs, meter=meter)
-    if join:
-        return None if isinstance(budget, numbers.Real) else []
-    return results if len(budgets) > 1 or not isinstance(budget, numbers.Real) else results[0]
+                num_classes=resolved.num_classes, evaluator=spec.evaluator)
+        if study.name is None:
+            study = replace(study, name=_default_study_name(model, sampler))
+        return search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise, search.seeds,
+                              heldout, num_classes=resolved.num_classes, plan=plan, study=study, progress=progress,
+                              example_inputs=example_inputs, join=join, meter=meter)
 
 
 def budget_list(budget: Any) -> list[float]:
@@ -132,16 +100,15 @@ def budget_list(budget: Any) -> list[float]:
     return [float(b) for b in items]
 
 
-def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[float], num_classes: int | None, *,
-                 trials: int | None = None, search_samples: int | None = None, heldout_samples: int | None = None,
-                 max_samples: float | None = None) -> WorkPlan:
+def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[float],
+                 num_classes: int | None) -> WorkPlan:
     """The compile's work, phase by phase, before any of it is done: ``effort`` (the defaults when
-    None) with the explicit arguments in place of its fields, sized to ``max_samples``. With
-    neither a cap nor a number of trials, the cap is :func:`default_max_samples`, raised (with a
-    warning) to the least that works where this sampler's spans cost more (one that cannot restart
-    a run midway runs every span whole); a cap the caller gives is never raised."""
-    effort = (effort or Effort()).with_overrides(trials=trials, search_samples=search_samples,
-                                                 heldout_samples=heldout_samples)
+    None) sized to its ``max_samples``. With neither a cap nor a number of trials, the cap is
+    :func:`default_max_samples`, raised (with a warning) to the least that works where this
+    sampler's spans cost more (one that cannot restart a run midway runs every span whole); a cap
+    the caller gives is never raised."""
+    effort = effort or Effort()
+    max_samples = effort.max_samples
     shape: dict[str, Any] = {"steps": sampler.steps, "budgets": len(budgets),
                              "max_gap": max_gap_for(budgets, sampler.steps),
                              "restartable": restartable(sampler, num_classes) is not None}
@@ -150,7 +117,7 @@ def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[floa
         max_samples = default_max_samples(len(budgets))
         if least > max_samples + 1e-9:
             logger.warning("the default cap of %g uncached-sample equivalents cannot pay for this compile (%s spans "
-                           "run whole); it spends the least that works, %.0f; pass max_samples= to set the cap",
+                           "run whole); it spends the least that works, %.0f; set Effort(max_samples=...) to cap it",
                            max_samples, sampler.describe().get("name", type(sampler).__name__), least)
             max_samples = math.ceil(least)
     plan = plan_work(effort, **shape, max_samples=max_samples)
@@ -160,17 +127,15 @@ def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[floa
 
 def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
                    noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, *, num_classes: int | None,
-                   plan: WorkPlan, seed: int, storage: Any, study_name: str, progress: bool,
-                   example_inputs: Any = None, join: bool = False,
-                   heartbeat: int | None = DEFAULT_HEARTBEAT,
-                   max_graphs: int | None = DEFAULT_MAX_GRAPHS, meter: WorkMeter | None = None) -> list[CachedModel]:
+                   plan: WorkPlan, study: StudyConfig, progress: bool, example_inputs: Any = None,
+                   join: bool = False, meter: WorkMeter | None = None) -> list[CachedModel]:
     """Calibrate once on the search inputs, then search, score and stamp one schedule per budget.
 
     ``sampler`` is anything with gocopt's sampler interface (``steps``, ``timesteps``,
     ``guidance``, ``describe()``, ``sample(model, labels, noise, num_classes=)``): gocopt's DDIM,
     or a diffusers pipeline behind :class:`gocopt.integrations.diffusers.PipelineSampler`.
 
-    ``join=True`` makes this process a worker of a shared study (``storage``): it runs trials
+    ``join=True`` makes this process a worker of a shared study (``study.storage``): it runs trials
     until the study holds ``trials`` complete ones and returns nothing; the process started
     without it (the leader) scores the best schedule and is the only one that writes it.
 
@@ -182,9 +147,8 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
     meter = meter if meter is not None else work_meter([compiled, compiled.original], sampler)
     with meter:
         results = _search_budgets(compiled, sampler, budgets, labels, noise, seeds, heldout, meter,
-                                  num_classes=num_classes, plan=plan, seed=seed, storage=storage,
-                                  study_name=study_name, progress=progress, example_inputs=example_inputs, join=join,
-                                  heartbeat=heartbeat, max_graphs=max_graphs)
+                                  num_classes=num_classes, plan=plan, study=study, progress=progress,
+                                  example_inputs=example_inputs, join=join)
     work = {**meter.summary(), "budgets": list(budgets), "max_samples": plan.max_samples,
             "planned": {name: round(value, 3) for name, value in plan.phases.items()}}
     for result in results:
@@ -198,9 +162,10 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
 
 def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
                     noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, meter: WorkMeter, *,
-                    num_classes: int | None, plan: WorkPlan, seed: int, storage: Any, study_name: str, progress: bool,
-                    example_inputs: Any, join: bool, heartbeat: int | None,
-                    max_graphs: int | None) -> list[CachedModel]:
+                    num_classes: int | None, plan: WorkPlan, study: StudyConfig, progress: bool,
+                    example_inputs: Any, join: bool) -> list[CachedModel]:
+    assert study.name is not None, "named by the entry point"
+    study_name, max_graphs, seed = study.name, plan.effort.max_graphs, plan.effort.seed
     effort = plan.effort
     model = compiled.original
     fingerprint = model_fingerprint(model, compiled.sites)
@@ -221,7 +186,7 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     measured_for = {"model": identity, "sampler": sampler.describe(), "budgets": list(budgets),
                     "search_seeds": search_seeds, "span_seeds": effort.span_seeds, "span_method": effort.span_method,
                     "max_gap": max_gap}
-    record = shared_record(storage, study_name, measured_for, measure)  # measured here, or by the study's first
+    record = shared_record(study.storage, study_name, measured_for, measure)  # measured here, or by the study's first
     calibration, edges = Calibration.from_record(record["calibration"]), EdgeTable.from_record(record["edges"])
     flops = np.asarray(compiled.site_flops, dtype=np.float64)
     inflections = detect_inflections(calibration.stats, flops)
@@ -232,8 +197,7 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
                        tuple(inflections), calibration.gram, edges, max_graphs)
     search_set = SearchSet(labels, noise, calibration.samples)
-    weights = fit_step_weights(edges, calibration.gram, len(flops)) if (
-        effort.surrogate_trials and calibration.gram is not None) else None
+    weights = step_weights(plan, edges, calibration.gram, len(flops))
     results = []
     for b in budgets:
         objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes)
@@ -242,11 +206,8 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
                     "max_graphs": max_graphs, "surrogate_trials": effort.surrogate_trials,
                     "search_seeds": search_seeds}
         with meter.phase("search trials"):
-            first = None if weights is None else functools.partial(_surrogate_best, objective, ctx, weights, plan,
-                                                                    seed)
-            found = run_search(objective, trials=plan.trials, seed=seed, storage=storage, study_name=name,
-                               progress=progress, metadata=metadata, heartbeat=heartbeat,
-                               worker=os.getpid() % 10_000 + 1 if join else 0, group=study_name, first=first)
+            found = search_budget(objective, ctx, plan, weights, study=study, study_name=name, group=study_name,
+                                  metadata=metadata, progress=progress, worker=os.getpid() % 10_000 + 1 if join else 0)
         if join:
             logger.info("joined study %r: it holds %d complete trials; its leader scores and writes the schedule",
                         name, found.trials)
@@ -275,18 +236,6 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     return results
 
 
-def _surrogate_best(objective: ScheduleObjective, ctx: SpaceContext, weights: np.ndarray, plan: WorkPlan,
-                    seed: int) -> list[Candidate]:
-    """A new study's first trials, one per planned trial: the surrogate's best distinct schedules,
-    and the effort's ``always_sample`` candidates (the global path with the fitted forecast by
-    default) whatever the surrogate says."""
-    assert ctx.gram is not None, "a surrogate needs calibration's Gram matrices"
-    ranked = rank_candidates(objective.schedule, ctx.gram, weights, trials=plan.effort.surrogate_trials,
-                             keep=plan.trials, seed=seed, seeds=SEED_CANDIDATES,
-                             always=tuple(ALWAYS_SAMPLED[name] for name in plan.effort.always_sample))
-    return [candidate for candidate, _ in ranked]
-
-
 def default_sampler(steps: int) -> DDIMSampler:
     """DiT's own sampling setting: DDIM, classifier-free guidance 4 in one batched call, and no x0
     clipping (latent DiTs). Nothing is guessed from the model: pixel-space models (the reference
@@ -294,7 +243,7 @@ def default_sampler(steps: int) -> DDIMSampler:
     return DDIMSampler(steps=steps, guidance_scale=4.0, clip_denoised=False)
 
 
-def sampler_call(model: nn.Module, sampler: Sampler, spec: DiTSpec) -> tuple[tuple, dict]:
+def sampler_call(model: nn.Module, sampler: Sampler, spec: ResolvedSpec) -> tuple[tuple, dict]:
     """The sampler's first call of ``model`` (one sample, in the model's device and dtype): the
     example call to trace, exactly as sampling will call it."""
     parameter = next(model.parameters())
@@ -304,6 +253,7 @@ def sampler_call(model: nn.Module, sampler: Sampler, spec: DiTSpec) -> tuple[tup
 
 
 def _default_study_name(model: nn.Module, sampler: Sampler) -> str:
+    """Named after what it searches, so a rerun of the same compile on a storage resumes it."""
     return f"gocopt-{type(model).__name__}-{sampler.describe()['name']}{sampler.steps}"
 
 
@@ -398,17 +348,16 @@ def for_model(schedule: Schedule, compiled: CachedModel, sampler: Sampler) -> Sc
     )
 
 
-def load_model(model: nn.Module, path: str | Path, *, sampler: Sampler | None = None, example_inputs: Any = None,
-               check_weights: bool = True, num_classes: int | None = None,
-               latent_shape: Sequence[int] | None = None) -> CachedModel:
+def load_model(model: nn.Module, path: str | Path, *, sampler: Sampler | None = None, spec: DiTSpec | None = None,
+               check_weights: bool = True) -> CachedModel:
     """``model`` compiled with the schedule in ``path``, checked against the model (and ``sampler``);
     see :func:`gocopt.load`."""
     schedule = load_schedule(path)
+    example_inputs = (spec or DiTSpec()).example_inputs
     if example_inputs is None and getattr(model, "example_inputs", None) is None:
-        spec = dit_spec(model, num_classes=num_classes, latent_shape=latent_shape)
         caller: Sampler = sampler if sampler is not None else DDIMSampler(
             steps=schedule.steps, guidance=schedule.guidance or "batched")
-        example_inputs = sampler_call(model, caller, spec)
+        example_inputs = sampler_call(model, caller, dit_spec(model, spec))
     compiled = cache_model(model, None, example_inputs)
     recorded = schedule.fingerprint or {}  # the file format requires one; io.load_schedule checks it
     found = model_fingerprint(model, compiled.sites, weights=check_weights and "weights_sha256" in recorded)

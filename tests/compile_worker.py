@@ -43,14 +43,17 @@ def build(name: str, config: dict, init: str, seed: int) -> torch.nn.Module:
 
 
 def answer(request: dict) -> dict:
+    from dataclasses import replace
+
     import gocopt
     from gocopt.errors import GocoptError
 
     try:
         model = build(request.get("name", "DiT-Tiny"), request.get("config", {}), request.get("init", "zero"),
                       request.get("seed", 0))
-        compiled = gocopt.compile(model, request["budget"], steps=request["steps"], effort=tiny_effort(),
-                                  progress=False, max_graphs=request.get("max_graphs", 6))
+        effort = replace(tiny_effort(), max_graphs=request.get("max_graphs", 6))
+        compiled = gocopt.compile(model, request["budget"], sampler=gocopt.default_sampler(request["steps"]),
+                                  effort=effort, progress=False)
         schedule = compiled.schedule
         return {"outcome": "schedule", "cost": schedule.cost(compiled.site_flops), "budget": schedule.budget,
                 "note": schedule.provenance["search"].get("note"),

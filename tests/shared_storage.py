@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 
 def _measured_nothing(*args, **kwargs):
     raise AssertionError("this process measured what the study's storage already holds")
@@ -16,13 +18,14 @@ def shared_calibration_check(model, storage, monkeypatch) -> None:
     import gocopt.driver as driver
     from gocopt.search.shared import SUFFIX
 
-    kw = dict(steps=6, search_samples=4, heldout_samples=4, storage=storage, study_name="shared", progress=False,
-              heartbeat=None, effort=QUICK)
-    first = gocopt.compile(model, 0.5, trials=2, **kw)
+    study = gocopt.StudyConfig(storage=storage, name="shared", heartbeat=None)
+    kw = dict(sampler=gocopt.default_sampler(6), study=study, progress=False)
+    effort = replace(QUICK, search_samples=4, heldout_samples=4)
+    first = gocopt.compile(model, 0.5, effort=replace(effort, trials=2), **kw)
     monkeypatch.setattr(driver, "calibrate", _measured_nothing)
     monkeypatch.setattr(driver, "measure_spans", _measured_nothing)
-    assert gocopt.compile(model, 0.5, trials=4, join=True, **kw) is None  # joins, runs 2 more trials at once
-    resumed = gocopt.compile(model, 0.5, trials=4, **kw)  # the leader again: the study is complete
+    gocopt.join_study(model, 0.5, effort=replace(effort, trials=4), **kw)  # joins, runs 2 more trials at once
+    resumed = gocopt.compile(model, 0.5, effort=replace(effort, trials=4), **kw)  # the leader again: complete
     assert resumed.schedule.provenance["search"]["trials"] == 4
     work = resumed.schedule.provenance["work"]["phases"]
     assert "calibration" not in work and "spans" not in work

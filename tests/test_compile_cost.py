@@ -135,11 +135,12 @@ def test_measurements_for_something_else_are_refused(tiny_model, tmp_path):
     import gocopt
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    kw = dict(steps=6, trials=2, heldout_samples=4, storage=url, study_name="shared", progress=False, heartbeat=None,
-              effort=QUICK)
-    gocopt.compile(tiny_model, 0.5, search_samples=4, **kw)
+    kw = dict(sampler=gocopt.default_sampler(6), study=gocopt.StudyConfig(storage=url, name="shared", heartbeat=None),
+              progress=False)
+    effort = replace(QUICK, trials=2, heldout_samples=4)
+    gocopt.compile(tiny_model, 0.5, effort=replace(effort, search_samples=4), **kw)
     with pytest.raises(ScheduleError, match="shared-measurements.*search_seeds"):
-        gocopt.compile(tiny_model, 0.5, search_samples=6, **kw)
+        gocopt.compile(tiny_model, 0.5, effort=replace(effort, search_samples=6), **kw)
 
 
 def test_a_surrogate_led_search_always_samples_the_global_path(tiny_model, tmp_path):
@@ -151,8 +152,8 @@ def test_a_surrogate_led_search_always_samples_the_global_path(tiny_model, tmp_p
     from gocopt.search.study import GLOBAL_PATH
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    gocopt.compile(tiny_model, 0.4, steps=8, trials=2, effort=QUICK, storage=storage, study_name="s",
-                   progress=False)
+    gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8), effort=replace(QUICK, trials=2),
+                   study=gocopt.StudyConfig(storage=storage, name="s"), progress=False)
     trials = optuna.load_study(study_name="s-b0.4", storage=storage).get_trials()
     expected = GLOBAL_PATH.as_params()
     assert len(trials) == 2
@@ -170,8 +171,9 @@ def test_the_effort_names_the_candidates_sampled_whatever_the_surrogate_says(tin
     from gocopt.search.study import GLOBAL_PATH, INTERVAL_TAYLOR
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    effort = replace(QUICK, always_sample=("global-path", "interval-taylor1"))
-    gocopt.compile(tiny_model, 0.4, steps=8, trials=3, effort=effort, storage=storage, study_name="s", progress=False)
+    effort = replace(QUICK, always_sample=("global-path", "interval-taylor1"), trials=3)
+    gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8), effort=effort,
+                   study=gocopt.StudyConfig(storage=storage, name="s"), progress=False)
     trials = optuna.load_study(study_name="s-b0.4", storage=storage).get_trials()
     for expected in (GLOBAL_PATH.as_params(), INTERVAL_TAYLOR.as_params()):
         assert any(all(t.params[k] == expected[k] for k in t.params) for t in trials), [t.params for t in trials]
@@ -206,7 +208,8 @@ def test_always_sampled_candidates_that_cannot_be_sampled_are_refused_or_named(t
     with pytest.raises(ScheduleError, match="only a surrogate-led search samples"):
         Effort(surrogate_trials=0, trials=4, always_sample=("interval-taylor1",))
     Effort(surrogate_trials=0, trials=4)  # the global path is a seed candidate: nothing to refuse
-    effort = replace(QUICK, always_sample=("global-path", "interval-taylor1", "interval-taylor2", "path-taylor2"))
+    effort = replace(QUICK, always_sample=("global-path", "interval-taylor1", "interval-taylor2", "path-taylor2"),
+                     trials=2)
     with caplog.at_level("WARNING", logger="gocopt.search.surrogate"):
-        gocopt.compile(tiny_model, 0.4, steps=8, trials=2, effort=effort, progress=False)
+        gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8), effort=effort, progress=False)
     assert "do not fit in 2 sampled trials" in caplog.text

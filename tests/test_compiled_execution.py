@@ -109,7 +109,7 @@ def test_compile_method_runs_every_plan_fullgraph_with_aot_autograd(reference_mo
     labels, noise = torch.arange(4), initial_noise(range(4), (1, 8, 8))
     eager = SAMPLER.sample(compiled, labels, noise, num_classes=10)
     with _no_recompiles():
-        compiled.compile(backend="aot_eager")
+        compiled.compile_graphs(backend="aot_eager")
         out = SAMPLER.sample(compiled, labels, noise, num_classes=10)
         again = SAMPLER.sample(compiled, labels, noise, num_classes=10)
     torch.testing.assert_close(out, eager, rtol=0, atol=1e-4)
@@ -123,14 +123,14 @@ def test_inductor_compiles_the_tiny_model_and_matches_eager(tiny_model):
                                          timesteps=sampler.timesteps, predictor=GOCConfig.at_steps(0.8, range(2, 6))))
     eager = sample(compiled, sampler, 3)
     with _no_recompiles():
-        compiled.compile()  # inductor, fullgraph, static shapes
+        compiled.compile_graphs()  # inductor, fullgraph, static shapes
         out = sample(compiled, sampler, 3)
     torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
 
 
 def test_cuda_graphs_on_cpu_are_refused_with_the_fix(loaded):
     with pytest.raises(GocoptError, match="CUDA graphs.*model is on cpu.*mode=None on CPU"):
-        loaded.compile(mode="reduce-overhead")
+        loaded.compile_graphs(mode="reduce-overhead")
 
 
 def test_reuse_touches_at_most_three_and_six_activations_per_site():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from quick import QUICK
@@ -36,8 +38,8 @@ def compiled_pipeline(request):
     pipe.set_progress_bar_config(disable=True)
     original = pipe.transformer
     plain = _run(pipe, inputs[:2], kwargs)
-    gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, trials=3, search_samples=4,
-                   heldout_samples=4, effort=QUICK, progress=False)
+    gocopt.compile_pipeline(pipe, 0.5, inputs=inputs, steps=STEPS, call_kwargs=kwargs, progress=False,
+                            effort=replace(QUICK, trials=3, search_samples=4, heldout_samples=4))
     return request.param, pipe, inputs, kwargs, original, plain
 
 
@@ -75,7 +77,7 @@ def test_each_call_is_a_fresh_run_and_a_loaded_schedule_reproduces_it(compiled_p
     gocopt.remove(pipe)
     assert pipe.transformer is original and "set_timesteps" not in pipe.scheduler.__dict__  # no guard left
     assert torch.equal(_run(pipe, inputs[:2], kwargs), plain)  # removing gocopt restores the original exactly
-    gocopt.load(pipe, path, inputs=inputs[:1])
+    assert gocopt.load_pipeline(pipe, path, inputs=inputs[:1]) is pipe
     assert torch.equal(_run(pipe, inputs[:2], kwargs), first)  # a fresh load gives the same first call
 
 
@@ -106,10 +108,10 @@ def test_transformer_calls_read_nothing_back_and_compile_whole(compiled_pipeline
     torch._dynamo.reset()
     try:
         with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
-            compiled.compile(backend="aot_eager")
+            compiled.compile_graphs(backend="aot_eager")
             torch.testing.assert_close(_run(pipe, inputs[:2], kwargs), eager, rtol=0, atol=1e-4)
     finally:
-        compiled.compile(disable=True)  # back to eager step plans for the other tests
+        compiled.compile_graphs(disable=True)  # back to eager step plans for the other tests
         torch._dynamo.reset()
 
 
@@ -128,7 +130,7 @@ def test_other_step_counts_and_schedulers_are_refused(compiled_pipeline, tmp_pat
     saved, pipe.scheduler = pipe.scheduler, other
     try:
         with pytest.raises(ScheduleError, match="OtherScheduler"):
-            gocopt.load(pipe, path, inputs=inputs[:1])
+            gocopt.load_pipeline(pipe, path, inputs=inputs[:1])
     finally:
         gocopt.remove(pipe)
         pipe.scheduler = saved
@@ -140,8 +142,8 @@ def test_interrupted_run_and_step_callbacks(tmp_path):
     call starts a fresh run."""
     pipe, inputs, kwargs = pipeline("sd3")
     pipe.set_progress_bar_config(disable=True)
-    gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, trials=2, search_samples=4,
-                   heldout_samples=4, effort=QUICK, progress=False)
+    gocopt.compile_pipeline(pipe, 0.5, inputs=inputs, steps=STEPS, call_kwargs=kwargs, progress=False,
+                            effort=replace(QUICK, trials=2, search_samples=4, heldout_samples=4))
     reference = _run(pipe, inputs[:1], kwargs)
     seen = []
 
@@ -191,8 +193,8 @@ def test_more_than_one_transformer_call_per_step_is_refused():
     pipe, inputs, kwargs = pipeline("sd3")
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(GocoptError, match="skip_layers"):
-        gocopt.compile(pipe, 0.5, steps=10, inputs=inputs, call_kwargs={**kwargs, "skip_guidance_layers": [0]},
-                       trials=1, search_samples=2, heldout_samples=2, progress=False)
+        gocopt.compile_pipeline(pipe, 0.5, inputs=inputs, steps=10, call_kwargs={**kwargs, "skip_guidance_layers": [0]},
+                                effort=gocopt.Effort(trials=1, search_samples=2, heldout_samples=2), progress=False)
     assert not isinstance(pipe.transformer, gocopt.CachedModel)  # nothing installed
 
 
@@ -215,3 +217,18 @@ def test_a_pipeline_option_given_with_a_model_is_refused_by_name(argument, tiny_
         gocopt.compile(tiny_model, 0.5, **{argument: value})
     with pytest.raises(gocopt.ArgumentError, match=argument):
         gocopt.load(tiny_model, tmp_path / "never_read.json", **{argument: value})
+
+
+def test_the_old_pipeline_form_still_compiles_and_loads_with_a_warning(tmp_path):
+    """gocopt 0.1's ``compile(pipe, ...)`` / ``load(pipe, ...)``: the pipeline back, as before, and a
+    DeprecationWarning naming the entry point to use instead."""
+    pipe, inputs, kwargs = pipeline("dit")
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.warns(DeprecationWarning, match=r"gocopt.compile_pipeline\(pipe, budget, inputs=..., steps=..."):
+        assert gocopt.compile(pipe, 0.5, steps=STEPS, inputs=inputs, call_kwargs=kwargs, trials=2, search_samples=2,
+                              heldout_samples=2, effort=QUICK, progress=False) is pipe
+    pipe.transformer.save(tmp_path / "s.json")
+    gocopt.remove(pipe)
+    with pytest.warns(DeprecationWarning, match=r"gocopt.load_pipeline\(pipe, path"):
+        assert gocopt.load(pipe, tmp_path / "s.json", inputs=inputs[:1]) is pipe
+    assert isinstance(pipe.transformer, gocopt.CachedModel)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from quick import QUICK, SURROGATE_TRIALS
 
@@ -11,9 +13,9 @@ from gocopt.sampling import DDIMSampler
 from gocopt.search.effort import Effort
 
 
-def _compile_tiny(tiny_model, **kw):
-    return gocopt.compile(tiny_model, kw.pop("budget", 0.5), steps=8, trials=kw.pop("trials", 8), search_samples=8,
-                          heldout_samples=8, progress=False, **{"effort": QUICK, **kw})
+def _compile_tiny(tiny_model, budget=0.5, effort=QUICK, trials=8):
+    return gocopt.compile(tiny_model, budget, sampler=gocopt.default_sampler(8), progress=False,
+                          effort=replace(effort, trials=trials, search_samples=8, heldout_samples=8))
 
 
 def test_compile_returns_a_saveable_model_within_budget(tiny_model, tmp_path):
@@ -33,13 +35,16 @@ def test_compile_returns_a_saveable_model_within_budget(tiny_model, tmp_path):
 def test_compile_is_deterministic_for_a_seed(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
     for name in ("a", "b"):
-        _compile_tiny(tiny_model, seed=3).save(tmp_path / f"{name}.json")
+        _compile_tiny(tiny_model, effort=replace(QUICK, seed=3)).save(tmp_path / f"{name}.json")
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
 
 
 def test_multi_budget_compile_gives_one_model_per_budget(tiny_model):
     results = _compile_tiny(tiny_model, budget=[0.3, 0.6], trials=4)
-    assert [r.schedule.budget for r in results] == [0.3, 0.6]
+    assert isinstance(results, gocopt.CompiledBudgets) and results.budgets == (0.3, 0.6)
+    assert results.at(0.6) is results[1]
+    with pytest.raises(gocopt.ArgumentError, match="no schedule was compiled for budget 0.5; compiled: 0.3, 0.6"):
+        results.at(0.5)
     work = [r.schedule.provenance["work"] for r in results]  # one compile, one record of what it spent
     assert work[0] == work[1] and work[0]["budgets"] == [0.3, 0.6] and work[0]["total"]["sample_equivalents"] > 0
     assert all(r.schedule.cost(r.site_flops) <= r.schedule.budget for r in results)
@@ -61,9 +66,9 @@ def test_the_recorded_cost_is_the_model_work_actually_done(tiny_model, tmp_path)
     count, plus the tracing phase (the traced model run on its example batch); and the plan made
     before any of it said exactly that, phase by phase."""
     _CountingDDIM.image_steps = 0
-    compiled = gocopt.compile(tiny_model, 0.4, sampler=_CountingDDIM(steps=8, guidance_scale=4.0), trials=3,
-                              search_samples=8, heldout_samples=8,
-                              effort=Effort(baselines=True, surrogate_trials=SURROGATE_TRIALS), progress=False)
+    compiled = gocopt.compile(tiny_model, 0.4, sampler=_CountingDDIM(steps=8, guidance_scale=4.0), progress=False,
+                              effort=Effort(baselines=True, surrogate_trials=SURROGATE_TRIALS, trials=3,
+                                            search_samples=8, heldout_samples=8))
     work = compiled.schedule.provenance["work"]
     tracing = work["phases"]["tracing"]
     assert work["total"]["image_steps"] - tracing["image_steps"] == _CountingDDIM.image_steps
@@ -82,7 +87,7 @@ def test_the_recorded_cost_is_the_model_work_actually_done(tiny_model, tmp_path)
 def test_a_default_compile_spends_at_most_its_cap_and_what_it_planned(tiny_model):
     """No trials given: the search runs what the default cap (100 for one budget) pays for, and the
     meter agrees with the plan."""
-    compiled = gocopt.compile(tiny_model, 0.4, steps=8, effort=QUICK, progress=False)
+    compiled = gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8), effort=QUICK, progress=False)
     work = compiled.schedule.provenance["work"]
     assert work["max_samples"] == 100
     assert work["total"]["sample_equivalents"] <= 100
@@ -95,11 +100,13 @@ def test_an_impossible_cap_is_refused_before_any_work_with_the_least_that_works(
     hook = tiny_model.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
         with pytest.raises(ScheduleError, match=r"max_samples=20 cannot pay.*use max_samples >= (\d+)") as info:
-            gocopt.compile(tiny_model, 0.4, steps=8, max_samples=20, effort=QUICK, progress=False)
+            gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8), effort=replace(QUICK, max_samples=20),
+                           progress=False)
     finally:
         hook.remove()
     assert not calls  # refused before tracing, calibration or any sample
     least = int(info.value.args[0].split("max_samples >= ")[1].split(",")[0])
-    compiled = gocopt.compile(tiny_model, 0.4, steps=8, max_samples=least, effort=QUICK, progress=False)
+    compiled = gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8),
+                              effort=replace(QUICK, max_samples=least), progress=False)
     assert compiled.schedule.provenance["work"]["total"]["sample_equivalents"] <= least
     assert compiled.schedule.provenance["search"]["trials"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
@@ -37,8 +38,8 @@ def test_the_original_dit_class_compiles_and_loads_with_no_extra_arguments(tmp_p
     model = OriginalDiT().eval()
     assert not hasattr(model, "num_classes") and not hasattr(model, "input_size")
     assert dit_spec(model).num_classes == 10 and dit_spec(model).latent_shape == (1, 8, 8)
-    compiled = gocopt.compile(model, budget=0.5, steps=6, trials=2, search_samples=4, heldout_samples=4,
-                              effort=QUICK, progress=False)
+    compiled = gocopt.compile(model, budget=0.5, sampler=gocopt.default_sampler(6), progress=False,
+                              effort=replace(QUICK, trials=2, search_samples=4, heldout_samples=4))
     assert compiled.schedule.cost(compiled.site_flops) <= 0.5 and len(compiled.sites) == 4
     path = tmp_path / "original.json"
     compiled.save(path)
@@ -55,9 +56,9 @@ def test_what_cannot_be_read_off_the_model_is_asked_for_by_name():
         def forward(self, x, t, y):
             return self.inner(x, t, y)
 
-    with pytest.raises(GocoptError, match=r"pass num_classes=.*latent_shape=\(C, H, W\)"):
-        gocopt.compile(Wrapped(), budget=0.5, steps=6)
-    assert dit_spec(Wrapped(), num_classes=10, latent_shape=(1, 8, 8)).latent_shape == (1, 8, 8)
+    with pytest.raises(GocoptError, match=r"pass spec=DiTSpec\(num_classes=.*spec=DiTSpec\(latent_shape=\(C, H, W\)"):
+        gocopt.compile(Wrapped(), budget=0.5, sampler=gocopt.default_sampler(6))
+    assert dit_spec(Wrapped(), gocopt.DiTSpec(num_classes=10, latent_shape=(1, 8, 8))).latent_shape == (1, 8, 8)
 
 
 def _example():
@@ -161,8 +162,8 @@ def test_a_bfloat16_model_compiles_at_its_budget():
 
     model = random_dit("DiT-Tiny", torch.bfloat16, torch.device("cpu"))  # adaLN random: the gates are not zero
     pixel_space = DDIMSampler(steps=6, guidance_scale=4.0)  # 8×8 images: x0 clipped, as the caller knows
-    compiled = gocopt.compile(model, 0.5, sampler=pixel_space, trials=2, search_samples=4, heldout_samples=4,
-                              effort=QUICK, progress=False)
+    compiled = gocopt.compile(model, 0.5, sampler=pixel_space, progress=False,
+                              effort=replace(QUICK, trials=2, search_samples=4, heldout_samples=4))
     schedule = compiled.schedule
     held = schedule.provenance["quality"]["heldout"]
     assert schedule.cost(compiled.site_flops) <= 0.5 and schedule.fingerprint["dtype"] == "bfloat16"

@@ -118,8 +118,8 @@ class _NoBlocks(torch.nn.Module):
 
 def test_a_model_without_a_block_list_is_refused_by_name():
     with pytest.raises(TraceError, match="_NoBlocks has no transformer block list"):
-        gocopt.compile(_NoBlocks(), 0.5, steps=4, latent_shape=(1, 8, 8), num_classes=10, effort=tiny_effort(),
-                       progress=False)
+        gocopt.compile(_NoBlocks(), 0.5, sampler=gocopt.default_sampler(4), effort=tiny_effort(), progress=False,
+                       spec=gocopt.DiTSpec(latent_shape=(1, 8, 8), num_classes=10))
 
 
 class _GuardedBlock(DiTBlock):
@@ -156,7 +156,7 @@ def test_a_model_whose_every_site_falls_back_to_a_whole_block_compiles():
 ])
 def test_impossible_budgets_are_refused_before_any_work(tiny_model, budget, message):
     with pytest.raises(ScheduleError, match=message):
-        gocopt.compile(tiny_model, budget, steps=10, effort=tiny_effort(), progress=False)
+        gocopt.compile(tiny_model, budget, sampler=gocopt.default_sampler(10), effort=tiny_effort(), progress=False)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -170,9 +170,11 @@ def test_impossible_budgets_are_refused_before_any_work(tiny_model, budget, mess
     ({"max_graphs": 1}, r"max_graphs=1: a schedule needs at least 2 step graphs"),
 ])
 def test_impossible_arguments_are_refused_naming_the_argument(tiny_model, kwargs, message):
-    arguments = {"steps": 10, "progress": False, **kwargs}
-    with pytest.raises(ScheduleError, match=message):
-        gocopt.compile(tiny_model, 0.5, **arguments)
+    fields = dict(kwargs)
+    steps = fields.pop("steps", 10)
+    with pytest.raises(ScheduleError, match=message):  # where the object is made, or before any work
+        gocopt.compile(tiny_model, 0.5, sampler=gocopt.default_sampler(steps), effort=gocopt.Effort(**fields),
+                       progress=False)
 
 
 def test_guidance_on_a_model_without_a_null_class_is_refused_with_the_fix():
@@ -180,16 +182,17 @@ def test_guidance_on_a_model_without_a_null_class_is_refused_with_the_fix():
     guided sampling failed with an IndexError inside the first run."""
     model = dit("DiT-Tiny", class_dropout_prob=0.0).eval()
     with pytest.raises(GocoptError, match=r"has no null class .* guidance='none'"):
-        gocopt.compile(model, 0.5, steps=4, effort=tiny_effort(), progress=False)
+        gocopt.compile(model, 0.5, sampler=gocopt.default_sampler(4), effort=tiny_effort(), progress=False)
     unguided = gocopt.compile(model, 0.5, sampler=DDIMSampler(steps=4, guidance="none"), effort=tiny_effort(),
                               progress=False)
     assert unguided.schedule.cost(unguided.site_flops) <= 0.5
 
 
 def test_budget_one_computes_everything_and_two_steps_still_compile(tiny_model):
-    everything = gocopt.compile(tiny_model, 1.0, steps=4, effort=tiny_effort(), progress=False)
+    everything = gocopt.compile(tiny_model, 1.0, sampler=gocopt.default_sampler(4), effort=tiny_effort(),
+                                progress=False)
     assert everything.schedule.mask.all()
-    two = gocopt.compile(tiny_model, 0.5, steps=2, effort=tiny_effort(), progress=False)
+    two = gocopt.compile(tiny_model, 0.5, sampler=gocopt.default_sampler(2), effort=tiny_effort(), progress=False)
     assert two.schedule.mask.tolist() == [[True] * len(two.sites), [False] * len(two.sites)]
 
 
@@ -271,7 +274,8 @@ def test_a_worker_thread_calls_the_model_with_the_process_intra_op_threads(tiny_
     omp_max_threads = _openmp_max_threads()
     if omp_max_threads is None:
         pytest.skip("this torch build does not use GNU OpenMP")
-    compiled = gocopt.compile(tiny_model, 0.5, steps=4, effort=tiny_effort(), progress=False)
+    compiled = gocopt.compile(tiny_model, 0.5, sampler=gocopt.default_sampler(4), effort=tiny_effort(),
+                              progress=False)
     seen: dict[str, int] = {}
 
     def first_layer(module, args) -> None:  # the model's first layer: no torch kernel has run in the call yet

@@ -72,7 +72,7 @@ def test_impossible_requests_are_refused(budget, steps, message, tiny_model):
         check_budget(budget, steps)
     if steps >= 2:
         with pytest.raises(ScheduleError, match=message):
-            gocopt.compile(tiny_model, budget, steps=steps, trials=1)
+            gocopt.compile(tiny_model, budget, sampler=gocopt.default_sampler(steps), effort=gocopt.Effort(trials=1))
 
 
 def test_fill_to_budget_from_a_too_expensive_start():
@@ -88,8 +88,11 @@ sys.path.insert(0, {tests!r})
 import gocopt
 from gocopt.models import model_by_name
 from quick import QUICK
-gocopt.compile(model_by_name("DiT-Tiny", seed=0), 0.5, steps=8, trials={trials}, search_samples=8, heldout_samples=4,
-               storage={storage!r}, study_name="shared", progress=False, join={join}, effort=QUICK)
+from dataclasses import replace
+run = gocopt.join_study if {join} else gocopt.compile
+run(model_by_name("DiT-Tiny", seed=0), 0.5, sampler=gocopt.default_sampler(8), progress=False,
+    effort=replace(QUICK, trials={trials}, search_samples=8, heldout_samples=4),
+    study=gocopt.StudyConfig(storage={storage!r}, name="shared"))
 """
 
 

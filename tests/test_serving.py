@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -113,7 +114,7 @@ def test_threads_sharing_one_compiled_model_equal_the_same_runs_alone(reference_
 
     model = gocopt.load(reference_model, COMMITTED, sampler=SAMPLER)
     torch._dynamo.reset()
-    model.compile(backend="aot_eager")
+    model.compile_graphs(backend="aot_eager")
     jobs = [_job(SAMPLER, model, 2, 3), _job(SAMPLER, model, 3, 30)]
     try:
         with torch.no_grad():
@@ -291,8 +292,8 @@ def test_pipelines_sharing_one_transformer_equal_each_alone():
 
     pipe, inputs, kwargs = pipeline("dit")
     pipe.set_progress_bar_config(disable=True)
-    gocopt.compile(pipe, 0.5, steps=5, inputs=inputs, call_kwargs=kwargs, trials=2, search_samples=4,
-                   heldout_samples=2, effort=QUICK, progress=False)
+    gocopt.compile_pipeline(pipe, 0.5, inputs=inputs, steps=5, call_kwargs=kwargs, progress=False,
+                            effort=replace(QUICK, trials=2, search_samples=4, heldout_samples=2))
     other = diffusers.DiTPipeline(transformer=pipe.transformer.original, vae=pipe.vae,
                                   scheduler=diffusers.DDIMScheduler.from_config(pipe.scheduler.config))
     other.set_progress_bar_config(disable=True)

@@ -29,11 +29,12 @@ def demo(pipe, inputs: list[dict], call_kwargs: dict, *, steps: int, budget: flo
         return timed(images)
 
     plain, plain_seconds = run()
-    gocopt.compile(pipe, budget, steps=steps, inputs=inputs, call_kwargs=call_kwargs, trials=trials)
-    pipe.transformer.save(out)  # commit this file
+    compiled = gocopt.compile_pipeline(pipe, budget, inputs=inputs, steps=steps, call_kwargs=call_kwargs,
+                                       effort=gocopt.Effort.for_pipeline().with_overrides(trials=trials))
+    compiled.save(out)  # commit this file
     gocopt.remove(pipe)  # the original transformer again, exactly
 
-    gocopt.load(pipe, out, inputs=inputs[:1])  # deploy: refuses another model, scheduler or step count
+    gocopt.load_pipeline(pipe, out, inputs=inputs[:1])  # deploy: refuses another model, scheduler or step count
     cached, seconds = run()
     schedule = pipe.transformer.schedule
     error = float((cached - plain).norm() / plain.norm())

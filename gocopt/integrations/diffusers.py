@@ -1,9 +1,9 @@
 """diffusers pipelines: compile and load cache schedules for a pipeline's own transformer.
 
     pipe = DiTPipeline(...)                      # or PixArt, SD3, Flux: any pipeline with .transformer
-    gocopt.compile(pipe, budget=0.5, steps=25, inputs=[{"class_labels": c} for c in range(8)])
-    pipe.transformer.save("schedules/dit_ddim25_b0.50.json")
-    gocopt.load(pipe, "schedules/dit_ddim25_b0.50.json")   # deploy: checks model, scheduler, steps
+    compiled = gocopt.compile_pipeline(pipe, 0.5, inputs=[{"class_labels": c} for c in range(8)], steps=25)
+    compiled.save("schedules/dit_ddim25_b0.50.json")
+    gocopt.load_pipeline(pipe, "schedules/dit_ddim25_b0.50.json")   # deploy: checks model, scheduler, steps
     gocopt.remove(pipe)                                    # the original transformer, untouched
 
 The pipeline's scheduler and step count define the steps; the schedule records the timesteps the
@@ -23,6 +23,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +31,15 @@ import torch
 from torch import nn
 
 from gocopt.compiled import CachedModel, cache_model
-from gocopt.driver import (
-    HELDOUT_SEED_BASE,
-    SEARCH_SEED_BASE,
-    HeldOut,
-    budget_list,
-    load_model,
-    plan_compile,
-    search_budgets,
-)
+from gocopt.driver import HELDOUT_SEED_BASE, SEARCH_SEED_BASE, HeldOut, load_model, plan_compile, search_budgets
 from gocopt.errors import GocoptError, ScheduleError
 from gocopt.evaluate import SampleSet
+from gocopt.models.convention import DiTSpec
 from gocopt.runtime.runtime import DEFAULT_CONTEXT, timestep_value
 from gocopt.schedule.io import load_schedule
-from gocopt.search import DEFAULT_MAX_GRAPHS, check_budget
+from gocopt.search import check_budget
 from gocopt.search.effort import Effort
-from gocopt.search.storage import DEFAULT_HEARTBEAT
+from gocopt.search.study_config import StudyConfig
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
 
@@ -177,36 +171,27 @@ def capture_call(pipe: Any, sampler: PipelineSampler, seed: int) -> tuple[tuple,
     return first_call(transformer, lambda: sampler.sample(transformer, torch.tensor([0]), torch.tensor([seed])))
 
 
-# A pipeline's default samples per phase: 16 search samples, the span table on 2 of them (its spans
-# run whole, no restart mid-run: each seed costs 1.5x what the lookahead table costs a DiT).
-PIPELINE_EFFORT = Effort(search_samples=16, span_seeds=2)
+PIPELINE_EFFORT = Effort.for_pipeline()  # a pipeline's default samples per phase
 
 
-def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs: Sequence[dict[str, Any]],
-                     steps: int = 20, call_kwargs: dict | None = None, trials: int | None = None,
-                     search_samples: int | None = None, heldout_samples: int | None = None,
-                     max_samples: float | None = None, effort: Effort | None = None,
-                     seed: int = 0, storage: Any = None, study_name: str | None = None,
-                     progress: bool = True, join: bool = False, heartbeat: int | None = DEFAULT_HEARTBEAT,
-                     max_graphs: int | None = DEFAULT_MAX_GRAPHS) -> Any:
-    """Search a schedule for ``pipe.transformer`` under ``pipe``'s scheduler at ``steps``, install it.
+def compile_pipeline(pipe: Any, budgets: Sequence[float], *, inputs: Sequence[dict[str, Any]], steps: int,
+                     call_kwargs: dict | None = None, effort: Effort | None = None, study: StudyConfig | None = None,
+                     progress: bool = True, join: bool = False) -> list[CachedModel]:
+    """Search a schedule per budget for ``pipe.transformer`` under ``pipe``'s scheduler at ``steps``,
+    install the first, and return every compiled transformer (``[]`` for a joining worker).
 
-    Calibration and search sample ``search_samples`` inputs (cycling through ``inputs``), quality
-    is scored on ``heldout_samples`` other seeds; one schedule per budget (the first is installed,
-    all are returned as compiled transformers). Returns the pipeline. ``join``/``heartbeat``, the
-    work plan (``max_samples``, ``effort``): as for :func:`gocopt.compile`. A pipeline's scheduler
-    cannot restart a run midway, so its span table runs every span whole: by default 16 search and
-    16 held-out samples, spans on 2 of them (whole runs cost a pipeline 1.5× more per seed than lookahead
-    costs a DiT), and as many trials as the cap pays for.
+    Calibration and search sample ``effort.search_samples`` inputs (cycling through ``inputs``),
+    quality is scored on ``effort.heldout_samples`` other seeds. A pipeline's scheduler cannot
+    restart a run midway, so its span table runs every span whole: by default
+    (``PIPELINE_EFFORT``) 16 search and 16 held-out samples, spans on 2 of them (whole runs cost a
+    pipeline 1.5× more per seed than lookahead costs a DiT), and as many trials as the cap pays for.
     """
-    budgets = budget_list(budget)
     for b in budgets:
         check_budget(b, steps)
     remove(pipe)
     sampler = PipelineSampler(pipe, inputs, steps, call_kwargs)
-    plan = plan_compile(effort or PIPELINE_EFFORT, sampler, budgets, None, trials=trials,
-                        search_samples=search_samples, heldout_samples=heldout_samples, max_samples=max_samples)
-    search_samples, heldout_samples = plan.effort.search_samples, plan.effort.heldout_samples
+    plan = plan_compile(effort or PIPELINE_EFFORT, sampler, budgets, None)
+    seed, study = plan.effort.seed, study or StudyConfig()
     transformer = _original_transformer(pipe)
     meter = WorkMeter([transformer], steps=steps, rows_per_image_step=2)  # CFG; checked on the recording run
     with meter:
@@ -214,24 +199,23 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
             example = capture_call(pipe, sampler, SEARCH_SEED_BASE + seed)
             compiled = cache_model(transformer, None, example)
             meter.watch(compiled)
-            search = SampleSet.make(search_samples, SEARCH_SEED_BASE + seed, len(inputs))
-            held = SampleSet.make(heldout_samples, HELDOUT_SEED_BASE + seed, len(inputs))
+            search = SampleSet.make(plan.effort.search_samples, SEARCH_SEED_BASE + seed, len(inputs))
+            held = SampleSet.make(plan.effort.heldout_samples, HELDOUT_SEED_BASE + seed, len(inputs))
             with torch.no_grad(), meter.phase("recording"):  # an all-compute run records the transformer's timesteps
                 compiled.reset()
                 sampler.sample(compiled, search.labels[:1], torch.tensor(search.seeds[:1]))
             meter.rows_per_image_step = max(1, round(meter.phases["recording"].rows / steps))  # 1 image: rows per step
         with meter.phase("held-out scoring"):
-            heldout = HeldOut(compiled, sampler, held.labels, torch.tensor(held.seeds), num_classes=None)
-        name = study_name or f"gocopt-{type(pipe).__name__}-{type(pipe.scheduler).__name__}{steps}"
+            heldout = None if join else HeldOut(compiled, sampler, held.labels, torch.tensor(held.seeds),
+                                                num_classes=None)
+        if study.name is None:
+            study = replace(study, name=f"gocopt-{type(pipe).__name__}-{type(pipe.scheduler).__name__}{steps}")
         results = search_budgets(compiled, sampler, budgets, search.labels, torch.tensor(search.seeds), search.seeds,
-                                 heldout, num_classes=None,
-                                 plan=plan, seed=seed, storage=storage, study_name=name, progress=progress,
-                                 example_inputs=example, join=join, heartbeat=heartbeat, max_graphs=max_graphs,
-                                 meter=meter)
-    if join:
-        return None
-    install(pipe, results[0])
-    return pipe if len(budgets) == 1 else results
+                                 heldout, num_classes=None, plan=plan, study=study, progress=progress,
+                                 example_inputs=example, join=join, meter=meter)
+    if results:
+        install(pipe, results[0])
+    return results
 
 
 def install(pipe: Any, compiled: CachedModel) -> Any:
@@ -338,7 +322,7 @@ def load_pipeline(pipe: Any, path: str | Path, *, inputs: Sequence[dict[str, Any
                           "gocopt.load so the transformer can be traced on a real call")
     kwargs = {**recorded.get("call_kwargs", {}), **(call_kwargs or {})}
     call = capture_call(pipe, PipelineSampler(pipe, example, schedule.steps, kwargs), 0)
-    return install(pipe, load_model(_original_transformer(pipe), path, example_inputs=call,
+    return install(pipe, load_model(_original_transformer(pipe), path, spec=DiTSpec(example_inputs=call),
                                     check_weights=check_weights))
 
 

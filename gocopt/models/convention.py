@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -19,7 +20,37 @@ from gocopt.errors import GocoptError
 
 @dataclass(frozen=True)
 class DiTSpec:
-    """What sampling a class-conditional DiT needs to know about it."""
+    """What gocopt needs to know about a class-conditional DiT that the model does not state itself.
+
+    Every field is optional: gocopt's DiTs and the original DiT state their class count and latent
+    shape, and the sampler's own first call is the example call to trace. A model that states
+    neither gets an error naming the field to set here.
+
+    Attributes:
+        num_classes: classes, without the null class that guidance adds as the next index.
+        latent_shape: ``(C, H, W)`` of one sample.
+        example_inputs: ``(args, kwargs)`` of one real call to trace, in the model's device and
+            dtype; ``None``: the sampler's first call.
+        evaluator: a feature extractor with ``features(samples) -> (N, D)`` (gocopt's
+            ``QualityEvaluator``), so the recorded quality includes the Fréchet distance to the
+            uncached samples in its features; ``None``: PSNR and SSIM only.
+    """
+
+    num_classes: int | None = None
+    latent_shape: tuple[int, ...] | None = None
+    example_inputs: Any = None
+    evaluator: Any = None
+
+    def __repr__(self) -> str:  # example tensors and a whole evaluator are not what a reader wants to see
+        given = {"example_inputs": self.example_inputs, "evaluator": self.evaluator}
+        shown = [f"num_classes={self.num_classes!r}", f"latent_shape={self.latent_shape!r}"]
+        shown += [f"{name}=<{type(value).__name__}>" for name, value in given.items() if value is not None]
+        return f"DiTSpec({', '.join(shown)})"
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A :class:`DiTSpec` with the class count and latent shape known: what sampling needs."""
 
     num_classes: int
     latent_shape: tuple[int, int, int]  # (C, H, W)
@@ -48,27 +79,31 @@ def _latent_shape(model: nn.Module) -> tuple[int, int, int] | None:
     return None
 
 
-def dit_spec(model: nn.Module, *, num_classes: int | None = None,
-             latent_shape: Sequence[int] | None = None) -> DiTSpec:
-    """The model's class count and latent shape: given, else read off the model, else an error."""
+def dit_spec(model: nn.Module, spec: DiTSpec | None = None, *, num_classes: int | None = None,
+             latent_shape: Sequence[int] | None = None) -> ResolvedSpec:
+    """The model's class count and latent shape: given (in ``spec`` or as arguments), else read off
+    the model, else an error naming what to pass."""
+    spec = spec or DiTSpec()
+    num_classes = num_classes if num_classes is not None else spec.num_classes
+    latent_shape = latent_shape if latent_shape is not None else spec.latent_shape
     classes = num_classes if num_classes is not None else _num_classes(model)
     shape = tuple(int(v) for v in latent_shape) if latent_shape is not None else _latent_shape(model)
     missing = []
     if classes is None:
-        missing.append("num_classes=<classes, without the null class> (found neither model.num_classes nor "
-                       "model.y_embedder.num_classes)")
+        missing.append("spec=DiTSpec(num_classes=<classes, without the null class>) (found neither "
+                       "model.num_classes nor model.y_embedder.num_classes)")
     if shape is None:
-        missing.append("latent_shape=(C, H, W) (found neither model.in_channels with model.input_size nor "
-                       "model.x_embedder.img_size)")
+        missing.append("spec=DiTSpec(latent_shape=(C, H, W)) (found neither model.in_channels with "
+                       "model.input_size nor model.x_embedder.img_size)")
     if missing or classes is None or shape is None:
         raise GocoptError(f"gocopt.compile samples {type(model).__name__} as a class-conditional DiT, "
                           f"model(x, t, y), and cannot tell from the model: pass {'; and '.join(missing)}")
     if len(shape) != 3:
         raise GocoptError(f"latent_shape={shape}: expected (channels, height, width)")
-    return DiTSpec(int(classes), (shape[0], shape[1], shape[2]))
+    return ResolvedSpec(int(classes), (shape[0], shape[1], shape[2]))
 
 
-def check_null_class(model: nn.Module, spec: DiTSpec, guidance: str | None) -> None:
+def check_null_class(model: nn.Module, spec: ResolvedSpec, guidance: str | None) -> None:
     """Classifier-free guidance calls the model with the null class (label ``num_classes``): refuse a
     model whose label table has no row for it (DiT built with ``class_dropout_prob=0``), which would
     otherwise fail deep inside the first sampling run with an index error. Models whose label
@@ -82,4 +117,4 @@ def check_null_class(model: nn.Module, spec: DiTSpec, guidance: str | None) -> N
                           "sampler=DDIMSampler(steps=..., guidance='none')")
 
 
-__all__ = ["DiTSpec", "check_null_class", "dit_spec"]
+__all__ = ["DiTSpec", "ResolvedSpec", "check_null_class", "dit_spec"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gocopt.errors import ScheduleError
+from gocopt.search.graphs import DEFAULT_MAX_GRAPHS, check_max_graphs
 from gocopt.search.spans import SPAN_METHODS, SPAN_SEEDS, span_image_steps
 from gocopt.search.study import ALWAYS_SAMPLED, SEED_CANDIDATES
 
@@ -31,7 +32,11 @@ DEFAULT_MAX_SAMPLES, EXTRA_BUDGET_SAMPLES = 100, 50  # the default cap: 100 for 
 
 @dataclass(frozen=True)
 class Effort:
-    """Samples per phase of a compile.
+    """What a compile spends: samples per phase, trials, the cap on model work, the graph limit.
+
+    ``Effort()`` is the cheap default (≤ 100 uncached-sample equivalents for one budget);
+    ``Effort.full()`` the settings of gocopt 0.1. Every field is checked when the object is made, so
+    a bad value is refused before any work, naming the field.
 
     Attributes:
         search_samples: the calibration run's samples (uncached), which are also the inputs and the
@@ -47,6 +52,13 @@ class Effort:
         baselines: also score FORA + GOC (paper) and the L2C-like schedule on the held-out seeds.
         always_sample: with a surrogate, the candidates (``ALWAYS_SAMPLED`` names) sampled among the
             trials whatever the surrogate ranks them: its blind spots, where only sampling can tell.
+        max_samples: the cap on the whole compile's model work, in uncached-sample equivalents
+            (held-out scoring included); the search runs as many trials as the rest pays for.
+            ``None``: 100 for one budget and 50 more per extra budget, or no cap when ``trials`` is set.
+        max_graphs: at most this many distinct step graphs per schedule (each one ``torch.compile``
+            compilation and, with CUDA graphs, one captured set); ``None``: no limit.
+        seed: picks the search and held-out seed sets and the search's own draws; the same seed and
+            inputs give the same schedule file.
     """
 
     search_samples: int = 8
@@ -57,6 +69,9 @@ class Effort:
     heldout_samples: int = 16
     baselines: bool = False
     always_sample: tuple[str, ...] = ("global-path",)
+    max_samples: float | None = None
+    max_graphs: int | None = DEFAULT_MAX_GRAPHS
+    seed: int = 0
 
     @classmethod
     def full(cls) -> Effort:
@@ -64,6 +79,13 @@ class Effort:
         the span table end to end on 8, 256 held-out samples with both baselines."""
         return cls(search_samples=64, span_seeds=SPAN_SEEDS, span_method="end-to-end", surrogate_trials=0, trials=40,
                    heldout_samples=256, baselines=True)
+
+    @classmethod
+    def for_pipeline(cls) -> Effort:
+        """A diffusers pipeline's default: its scheduler cannot restart a run midway, so spans run
+        whole (each seed costs 1.5× what the lookahead table costs a DiT); 16 search samples, the
+        span table on 2 of them."""
+        return cls(search_samples=16, span_seeds=2)
 
     def __post_init__(self) -> None:
         for name in ("search_samples", "span_seeds", "heldout_samples"):
@@ -80,6 +102,10 @@ class Effort:
                                 "but surrogate_trials=0; give surrogate_trials > 0 or leave them out")
         if self.surrogate_trials < 0 or (self.trials is not None and self.trials < 1):
             raise ScheduleError("Effort.surrogate_trials must be >= 0 and Effort.trials >= 1 (or None)")
+        check_max_samples(self.max_samples)
+        check_max_graphs(self.max_graphs)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ScheduleError(f"Effort.seed={self.seed!r}: give a non-negative integer")
 
     @property
     def fewest_trials(self) -> int:
@@ -88,8 +114,7 @@ class Effort:
         return MIN_TRIALS if self.surrogate_trials else len(SEED_CANDIDATES)
 
     def with_overrides(self, **fields: Any) -> Effort:
-        """This effort with the given fields replaced (``None`` values ignored): the compile's
-        explicit ``trials=`` / ``search_samples=`` / ``heldout_samples=`` arguments."""
+        """This effort with the given fields replaced (``None`` values ignored)."""
         return replace(self, **{k: v for k, v in fields.items() if v is not None})
 
 
@@ -112,6 +137,14 @@ class WorkPlan:
         return f"{self.total:.1f} uncached-sample equivalents ({phases}; {cap}), {self.trials} trials per budget"
 
 
+def check_max_samples(max_samples: Any) -> None:
+    """Refuse a cap that is not a positive, finite number of uncached-sample equivalents."""
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, (int, float))
+                                    or not math.isfinite(max_samples) or max_samples <= 0):
+        raise ScheduleError(f"max_samples={max_samples!r}: the compile's cap is a positive number of "
+                            "uncached-sample equivalents (None: the default cap, or no cap with trials= given)")
+
+
 def default_max_samples(budgets: int) -> float:
     """The cap a compile has when none is given: 100 samples for one budget, 50 more per extra one."""
     return DEFAULT_MAX_SAMPLES + EXTRA_BUDGET_SAMPLES * (budgets - 1)
@@ -126,10 +159,7 @@ def plan_work(effort: Effort, *, steps: int, budgets: int, max_gap: int, restart
     ``restartable``: the sampler can start a run from a latent at any step (gocopt's DDIM), which
     the span table and ``lookahead`` need; otherwise every span runs whole.
     """
-    if max_samples is not None and not (isinstance(max_samples, (int, float)) and math.isfinite(max_samples)
-                                        and max_samples > 0):
-        raise ScheduleError(f"max_samples={max_samples!r}: the compile's cap is a positive number of "
-                            "uncached-sample equivalents (None: no cap, with trials= given)")
+    check_max_samples(max_samples)
     span_seeds = min(effort.span_seeds, effort.search_samples)
     method = effort.span_method if restartable else "end-to-end"
     fixed = {
@@ -156,5 +186,5 @@ def plan_work(effort: Effort, *, steps: int, budgets: int, max_gap: int, restart
     return WorkPlan(effort, trials, {**fixed, "search trials": float(per_trial * trials)}, max_samples)
 
 
-__all__ = ["DEFAULT_MAX_SAMPLES", "EXTRA_BUDGET_SAMPLES", "MIN_TRIALS", "Effort", "WorkPlan", "default_max_samples",
-           "plan_work"]
+__all__ = ["DEFAULT_MAX_SAMPLES", "EXTRA_BUDGET_SAMPLES", "MIN_TRIALS", "Effort", "WorkPlan", "check_max_samples",
+           "default_max_samples", "plan_work"]

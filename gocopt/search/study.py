@@ -77,7 +77,8 @@ class SearchResult:
 def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, storage=None, study_name: str | None = None,
                progress: bool = True, metadata: dict[str, Any] | None = None,
                heartbeat: int | None = DEFAULT_HEARTBEAT, worker: int = 0, group: str | None = None,
-               first: Callable[[], Sequence[Candidate]] | None = None) -> SearchResult:
+               first: Callable[[], Sequence[Candidate]] | None = None,
+               optuna_sampler: optuna.samplers.BaseSampler | None = None) -> SearchResult:
     """Work on the study until it holds exactly ``trials`` complete trials, then return its best.
 
     Any number of processes may run this on one study at once. Each claims one trial at a time
@@ -89,12 +90,13 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
     ``group``: the name the studies of one compile share (one study per budget, ``{group}-b{budget}``);
     a compile with other budgets under that name is refused too. ``first``: the candidates a new
     study tries first (called only by the process that creates it; ``SEED_CANDIDATES`` by default),
-    e.g. the best of a surrogate study (:mod:`gocopt.search.surrogate`).
+    e.g. the best of a surrogate study (:mod:`gocopt.search.surrogate`). ``optuna_sampler``
+    proposes the trials after those (default: TPE seeded by ``seed`` and ``worker``).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shown = shown_url(storage)
     backend = get_storage(storage, heartbeat=heartbeat)
-    sampler = optuna.samplers.TPESampler(seed=seed + 7919 * worker, n_startup_trials=8)
+    sampler = optuna_sampler or optuna.samplers.TPESampler(seed=seed + 7919 * worker, n_startup_trials=8)
     with storage_errors(storage, "was lost while opening the study"):
         if group is not None and metadata and backend is not None:
             check_siblings(backend, group, study_name, metadata, shown)

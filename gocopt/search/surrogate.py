@@ -127,7 +127,8 @@ def rank_candidates(make_schedule: Callable[[Candidate], Schedule], gram: np.nda
     left_out = [candidate for candidate in always if _schedule_key(make_schedule(candidate)) not in sampled]
     if left_out:  # asked for, and not sampled: say so rather than drop them quietly
         logger.warning("%d always-sampled candidate(s) do not fit in %d sampled trials and are left out: %s; "
-                       "raise trials= or max_samples= to sample them", len(left_out), keep, left_out)
+                       "raise Effort(trials=...) or Effort(max_samples=...) to sample them", len(left_out), keep,
+                       left_out)
     ranked = ranked[:keep]
     logger.info("surrogate study: %d trials, %d distinct schedules; best surrogate errors %s", trials, len(found),
                 ", ".join(f"{e:.3g}" for _, e in ranked))
