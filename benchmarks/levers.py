@@ -6,14 +6,18 @@
 
 A design decision about the search, its measurements or its predictors is a default only if it
 helps on models that differ in kind. So each cell — one model × DDIM step count × budget — compiles
-that budget alone with the defaults and with each lever (``LEVERS``: an :class:`Effort` that differs
-from the default in one thing, under the same default cap of model work), then scores every
+that budget alone with the defaults and with each lever (``LEVERS``: a :class:`Lever`, an
+:class:`Effort` that differs from the default in one thing under the same default cap of model
+work, or the search scored on decoded images where the model has a decoder), then scores every
 schedule on the same design seeds (``DESIGN_SEED_BASE``: no compile and no head-to-head uses them)
 as the head-to-head does (decoded pixels for the latent model), paired against the defaults with
 the standard error of the per-sample differences, and with the model work each compile spent (a
 compile the cap cannot pay for spends the least that works, with a warning). Each cell is written
-atomically to ``docs/benchmarks/levers/<model>_ddim<S>_b<B>.json`` the moment it is done and skipped
-when present, so an interrupted run loses one cell at most.
+atomically to ``docs/benchmarks/levers/<model>_ddim<S>_b<B>.json`` the moment it is done, with every
+lever's per-sample PSNR, so a lever added later is measured in the cells already written without
+redoing the others: only the missing levers are compiled (and the defaults again, where a cell
+predates per-sample records: its recomputed mean must equal the recorded one, or the cell is
+refused as made by other code). An interrupted run loses one cell at most.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +39,19 @@ from gocopt.metrics.fidelity import psnr
 from gocopt.report import environment, markdown_table, write_json
 from gocopt.search.effort import Effort
 
-MODELS, STEPS, BUDGETS = ("reference", "latent"), (20, 50), (0.25, 0.5)
+MODELS, STEPS, BUDGETS = ("reference", "latent", "patch1"), (20, 50), (0.25, 0.5)
 SAMPLES = 128
 CELLS = Path("docs/benchmarks/levers")
-LEVERS = {
+@dataclass(frozen=True)
+class Lever:
+    """One change to the default compile: its effort, and whether the search scores decoded images
+    (``DiTSpec(decode=...)``; only a latent model has a decoder, the others' samples are their images)."""
+
+    effort: Effort = Effort()
+    decoded: bool = False
+
+
+LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever) for name, lever in {
     "defaults": Effort(),
     # the default compile affords two sampled trials on both models at DDIM-20 (the surrogate's best and
     # the global path), so a candidate sampled "always" must take one of those two places ...
@@ -46,7 +60,13 @@ LEVERS = {
     "held-out on 8 seeds; Taylor forecasts sampled (FORA's mask 1st, 2nd; path 2nd)":
         Effort(heldout_samples=8,
                always_sample=("global-path", "interval-taylor1", "interval-taylor2", "path-taylor2")),
-}
+    # the composites that beat gocopt at DDIM-50 pair a placed path with a whole-history forecast
+    "held-out on 8 seeds; global path with the whole-history shared forecast and FORA's mask with Taylor 1st sampled":
+        Effort(heldout_samples=8, always_sample=("global-path", "path-shared", "interval-taylor1")),
+    # the search ranks latents while users judge decoded images, and at DDIM-20/0.5 the two disagree
+    "search and held-out scored on decoded images (latent model)": Lever(Effort(), decoded=True),
+}.items()}
+MEAN_TOLERANCE_DB = 1e-6  # a recomputed lever's mean PSNR against its record: the same code gives the same samples
 
 
 def cell_path(root: Path, model: str, steps: int, budget: float) -> Path:
@@ -54,18 +74,33 @@ def cell_path(root: Path, model: str, steps: int, budget: float) -> Path:
 
 
 @torch.no_grad()
-def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int) -> dict:
-    """Every lever's compile of ``budget`` alone, scored on the design seeds against the defaults."""
+def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int, previous: dict | None = None) -> dict:
+    """Every lever's compile of ``budget`` alone, scored on the design seeds against the defaults;
+    the levers ``previous`` (this cell as written before) already holds are kept, not redone."""
     sampler = bench_sampler(trained, steps)
     labels, noise = evaluation_set(trained, samples, DESIGN_SEED_BASE)
     model, evaluator = trained.model, trained.evaluator
     uncached = sampler.sample(model, labels, noise, num_classes=model.num_classes)
     reference_images = evaluator.images(uncached)
-    rows, per_sample = [], {}
-    for name, effort in LEVERS.items():
+    if previous is not None and previous["samples"] != samples:
+        raise ValueError(f"the written cell has {previous['samples']} samples, this run {samples}: one cell, "
+                         "one seed set")
+    kept = {row["lever"]: row for row in (previous or {}).get("rows", []) if row["lever"] in LEVERS}
+    per_sample = {name: np.asarray(values) for name, values in (previous or {}).get("per_sample", {}).items()
+                  if name in kept}
+    rows = []
+    decoder = evaluator.images if getattr(evaluator, "decode", None) is not None else None
+    for name, lever in LEVERS.items():
+        if name in kept and (name in per_sample or name != "defaults"):
+            rows.append(kept[name])
+            continue
+        if lever.decoded and decoder is None:
+            rows.append({"lever": name, "error": "not applicable: this model's samples are the images judged"})
+            continue
+        spec = gocopt.DiTSpec(decode=decoder if lever.decoded else None)
         started = time.perf_counter()
         try:
-            compiled = gocopt.compile(model, budget, sampler=sampler, effort=effort, progress=False)
+            compiled = gocopt.compile(model, budget, sampler=sampler, spec=spec, effort=lever.effort, progress=False)
         except ScheduleError as error:  # a lever this model or sampler cannot run: recorded, not fatal
             rows.append({"lever": name, "error": str(error)})
             continue
@@ -74,6 +109,10 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int)
         compiled.reset()
         cached = sampler.sample(compiled, labels, noise, num_classes=model.num_classes)
         per_sample[name] = psnr(evaluator.images(cached), reference_images).numpy()
+        if name in kept and abs(float(per_sample[name].mean()) - kept[name]["psnr"]) > MEAN_TOLERANCE_DB:
+            raise RuntimeError(f"{trained.name} DDIM-{steps} budget {budget}: {name!r} recomputed to "
+                               f"{per_sample[name].mean():.6f} dB, the cell records {kept[name]['psnr']:.6f}: it was "
+                               "made by other code; delete the cell to measure every lever again")
         work = schedule.provenance["work"]
         rows.append({"lever": name, "cost": float(schedule.cost(compiled.site_flops)),
                      "psnr": float(per_sample[name].mean()),
@@ -84,12 +123,21 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int)
                      "best_params": schedule.provenance["search"]["best_params"]})
     base = per_sample.get("defaults")
     for row in rows:
-        if base is not None and row["lever"] in per_sample:
+        if base is not None and row["lever"] in per_sample and row["lever"] not in kept:
             diff = per_sample[row["lever"]] - base
             row.update(diff_vs_defaults=float(diff.mean()), diff_stderr=float(diff.std(ddof=1) / np.sqrt(samples)))
     return {"model": trained.name, "steps": steps, "budget": budget, "samples": samples,
             "seeds": f"SampleSet.make({samples}, DESIGN_SEED_BASE={DESIGN_SEED_BASE})",
-            "environment": environment(), "rows": rows}
+            "environment": environment(), "rows": rows,
+            "per_sample": {name: [round(float(v), 6) for v in values] for name, values in per_sample.items()}}
+
+
+def missing_levers(path: Path) -> list[str]:
+    """The levers a written cell lacks (all of them where none is written)."""
+    if not path.exists():
+        return list(LEVERS)
+    written = {row["lever"] for row in json.loads(path.read_text())["rows"]}
+    return [name for name in LEVERS if name not in written]
 
 
 def write_report(root: Path, out: Path) -> dict:
@@ -135,10 +183,11 @@ def main(argv: list[str] | None = None) -> None:
             for steps in args.steps or STEPS:
                 for budget in args.budget or BUDGETS:
                     path = cell_path(args.cells, model, steps, budget)
-                    if path.exists():
+                    if not missing_levers(path):
                         print(f"{path} already written", flush=True)
                         continue
-                    cell = compute_cell(trained, steps, budget, args.samples)
+                    previous = json.loads(path.read_text()) if path.exists() else None
+                    cell = compute_cell(trained, steps, budget, args.samples, previous)
                     write_json(path, cell)
                     print(f"{path}: " + ", ".join(f"{r['lever']} {r.get('psnr', float('nan')):.2f}"
                                                   for r in cell["rows"]), flush=True)

@@ -28,7 +28,8 @@ def _device(name: str | None) -> torch.device:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="reference",
                    help="'reference' (the shipped digits DiT), 'latent' (the shipped latent DiT, scored on its decoded "
-                        "pixels) or a DiT config such as DiT-XL/2 (random weights)")
+                        "pixels), 'patch1' (the shipped digits DiT at patch size 1: 64 tokens, 4 blocks) or a DiT "
+                        "config such as DiT-XL/2 (random weights)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
 
 
@@ -334,11 +335,11 @@ class UsageError(ValueError):
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse bad arguments before any work (no model is built, nothing is sampled)."""
-    from gocopt.models import DIT_CONFIGS
+    from gocopt.models import DIT_CONFIGS, TRAINED_MODELS
 
     model = getattr(args, "model", None)
-    if model is not None and model not in ("reference", "latent") and model not in DIT_CONFIGS:
-        raise UsageError(f"--model {model}: unknown model; use 'reference', 'latent' or one of "
+    if model is not None and model not in TRAINED_MODELS and model not in DIT_CONFIGS:
+        raise UsageError(f"--model {model}: unknown model; use one of {', '.join(TRAINED_MODELS)} (trained) or "
                          f"{', '.join(DIT_CONFIGS)}")
     device = getattr(args, "device", None)
     if device is not None:

@@ -11,7 +11,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from gocopt.search.effort import Effort, WorkPlan, default_max_samples, plan_wor
 from gocopt.search.path import EdgeTable
 from gocopt.search.shared import shared_record
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
-from gocopt.search.strategy import search_budget, step_weights
+from gocopt.search.strategy import predictor_space, search_budget, step_weights
 from gocopt.search.study_config import StudyConfig
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
@@ -82,12 +82,12 @@ def compile_model(model: nn.Module, budgets: Sequence[float], *, sampler: Sample
         with meter.phase("held-out scoring"):
             heldout = None if join else HeldOut(  # a joining worker scores nothing: no uncached held-out run
                 compiled, sampler, held.labels.to(device), initial_noise(held.seeds, shape, device).to(dtype),
-                num_classes=resolved.num_classes, evaluator=spec.evaluator)
+                num_classes=resolved.num_classes, evaluator=spec.evaluator, decode=spec.decode)
         if study.name is None:
             study = replace(study, name=_default_study_name(model, sampler))
         return search_budgets(compiled, sampler, budgets, search.labels.to(device), search_noise, search.seeds,
                               heldout, num_classes=resolved.num_classes, plan=plan, study=study, progress=progress,
-                              example_inputs=example_inputs, join=join, meter=meter)
+                              example_inputs=example_inputs, join=join, meter=meter, decode=spec.decode)
 
 
 def budget_list(budget: Any) -> list[float]:
@@ -128,7 +128,8 @@ def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[floa
 def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
                    noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, *, num_classes: int | None,
                    plan: WorkPlan, study: StudyConfig, progress: bool, example_inputs: Any = None,
-                   join: bool = False, meter: WorkMeter | None = None) -> list[CachedModel]:
+                   join: bool = False, meter: WorkMeter | None = None,
+                   decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[CachedModel]:
     """Calibrate once on the search inputs, then search, score and stamp one schedule per budget.
 
     ``sampler`` is anything with gocopt's sampler interface (``steps``, ``timesteps``,
@@ -142,13 +143,14 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
     ``plan`` (:func:`plan_compile`) says how many samples each phase uses and how many trials each
     budget's study runs. ``meter`` (watching the models) attributes the model work to calibration,
     spans, search trials and held-out scoring; every schedule records the whole compile's work
-    (``provenance["work"]``), next to what was planned.
+    (``provenance["work"]``), next to what was planned. ``decode`` (``DiTSpec.decode``): trials are
+    scored on decoded images.
     """
     meter = meter if meter is not None else work_meter([compiled, compiled.original], sampler)
     with meter:
         results = _search_budgets(compiled, sampler, budgets, labels, noise, seeds, heldout, meter,
                                   num_classes=num_classes, plan=plan, study=study, progress=progress,
-                                  example_inputs=example_inputs, join=join)
+                                  example_inputs=example_inputs, join=join, decode=decode)
     work = {**meter.summary(), "budgets": list(budgets), "max_samples": plan.max_samples,
             "planned": {name: round(value, 3) for name, value in plan.phases.items()}}
     for result in results:
@@ -163,7 +165,8 @@ def search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[fl
 def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[float], labels: torch.Tensor,
                     noise: torch.Tensor, seeds: Sequence[int], heldout: HeldOut | None, meter: WorkMeter, *,
                     num_classes: int | None, plan: WorkPlan, study: StudyConfig, progress: bool,
-                    example_inputs: Any, join: bool) -> list[CachedModel]:
+                    example_inputs: Any, join: bool,
+                    decode: Callable[[torch.Tensor], torch.Tensor] | None) -> list[CachedModel]:
     assert study.name is not None, "named by the entry point"
     study_name, max_graphs, seed = study.name, plan.effort.max_graphs, plan.effort.seed
     effort = plan.effort
@@ -196,11 +199,11 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     ctx = SpaceContext(sampler.steps, flops, compiled.sites["block"].to_numpy(),
                        compiled.sites["kind"].isin(["mlp"]).to_numpy(), calibration.matrix("rel_change").numpy(),
                        tuple(inflections), calibration.gram, edges, max_graphs)
-    search_set = SearchSet(labels, noise, calibration.samples)
+    search_set = SearchSet.scored_on(labels, noise, calibration.samples, decode)
     weights = step_weights(plan, edges, calibration.gram, len(flops))
     results = []
     for b in budgets:
-        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes)
+        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes, predictor_space(effort))
         name = f"{study_name}-b{b:g}"
         metadata = {"model": identity, "sampler": sampler.describe(), "budget": b, "budgets": list(budgets),
                     "max_graphs": max_graphs, "surrogate_trials": effort.surrogate_trials,
@@ -216,14 +219,16 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
         schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
         with meter.phase("held-out scoring"):
             quality: dict[str, Any] = {"heldout": heldout.score(schedule),
-                                       "search": {"psnr_vs_uncached": found.best_value, "samples": len(seeds)}}
+                                       "search": {"psnr_vs_uncached": found.best_value, "samples": len(seeds)},
+                                       "scored_on": "samples" if decode is None else "decoded images"}
             if effort.baselines:
                 quality["baselines"] = _baselines(heldout, compiled, sampler, b)
         provenance = {
             "inflection_points": inflections,
             "calibration": calibration.summary(),
             "search": {"study": name, "trials": found.trials, "best_value": found.best_value, "seed": seed,
-                       "objective": "mean per-sample PSNR vs uncached (dB) on the search seeds",
+                       "objective": "mean per-sample PSNR vs uncached (dB) on the search seeds"
+                                    + (", on decoded images" if decode is not None else ""),
                        "surrogate_trials": effort.surrogate_trials,
                        "best_params": found.best.as_params(), **({"note": degenerate} if degenerate else {})},
             "quality": quality,
@@ -261,8 +266,9 @@ class HeldOut:
     """The held-out inputs: one uncached run, then any schedule scored against it."""
 
     def __init__(self, compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *,
-                 num_classes: int | None, evaluator: QualityEvaluator | None = None) -> None:
-        self._compiled, self._sampler, self._num_classes = compiled, sampler, num_classes
+                 num_classes: int | None, evaluator: QualityEvaluator | None = None,
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self._compiled, self._sampler, self._num_classes, self._decode = compiled, sampler, num_classes, decode
         self._labels, self._noise = labels, noise
         with torch.no_grad():
             self._reference = sampler.sample(compiled.original, labels, noise, num_classes=num_classes).cpu()
@@ -284,8 +290,11 @@ class HeldOut:
             raise NumericalError(f"schedule {schedule.name!r} samples non-finite values on the held-out seeds, "
                                  "where the uncached model's are finite: its forecast diverges; compile again with "
                                  "another seed or a larger budget, and report this")
-        result = {**paired_fidelity(samples, self._reference),
-                  "cost": schedule.cost(self._compiled.site_flops), "samples": len(samples)}
+        images, reference = ((samples, self._reference) if self._decode is None else
+                             (self._decode(samples).detach().cpu().float(),
+                              self._decode(self._reference).detach().cpu().float()))
+        result = {**paired_fidelity(images, reference), "cost": schedule.cost(self._compiled.site_flops),
+                  "samples": len(samples)}  # on decoded images with a decoder: the search objective says so
         if self._evaluator is not None:
             result["fd_vs_uncached"] = frechet_distance(self._evaluator.features(samples), self._features)
         return result

@@ -68,7 +68,9 @@ def compile_report(schedule, path_stem: str) -> str:
         label = {"fora_goc_paper": "FORA + GOC, paper settings (w=1.2)", "l2c": "L2C-like, plain reuse"}.get(name, name)
         rows.append({"schedule": label, **values})
     table = markdown_table(rows, [("schedule", "schedule", ""), ("cost", "cost", ".3f"),
-                                  ("psnr_vs_uncached", "PSNR vs uncached (dB)", ".2f"),
+                                  ("psnr_vs_uncached", "PSNR vs uncached (dB"
+                                   + (", decoded images)" if quality.get("scored_on") == "decoded images" else ")"),
+                                   ".2f"),
                                   ("psnr_vs_uncached_stderr", "± s.e.", ".2f"), ("ssim_vs_uncached", "SSIM", ".4f"),
                                   ("fd_vs_uncached", "FD vs uncached", ".4f")])
     search = schedule.provenance.get("search", {})

@@ -8,6 +8,7 @@ import inspect
 import warnings
 from dataclasses import replace
 
+import numpy as np
 import optuna
 import pytest
 from quick import QUICK
@@ -183,3 +184,30 @@ def test_the_public_docstring_examples_run():
 
     result = doctest.testmod(gocopt.api, extraglobs={"gocopt": gocopt}, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 6, result
+
+
+# -- what the search scores ------------------------------------------------------------------------
+
+
+def test_a_decoder_in_the_spec_scores_the_search_and_the_held_out_check_on_decoded_images(tiny_model):
+    """``DiTSpec(decode=...)``: every trial and the held-out check compare decoded images. A decoder
+    that halves the samples quarters every squared error, so the same schedule scores 6.02 dB more."""
+    import torch
+
+    from gocopt.driver import HeldOut
+    from gocopt.sampling import initial_noise
+
+    sampler = gocopt.default_sampler(6)
+    halve = lambda x: x / 2  # noqa: E731
+    compiled = gocopt.compile(tiny_model, 0.5, sampler=sampler, spec=gocopt.DiTSpec(decode=halve), effort=TINY,
+                              progress=False)
+    provenance = compiled.schedule.provenance
+    assert provenance["quality"]["scored_on"] == "decoded images"
+    assert provenance["search"]["objective"].endswith("on decoded images")
+    labels, noise = torch.arange(4), initial_noise(range(4), (1, 8, 8))
+    reuse = gocopt.named_schedule("interval:2", tuple(compiled.sites["site"]), steps=6,
+                                  timesteps=tuple(sampler.timesteps))  # plain reuse: far from the uncached samples
+    plain = HeldOut(compiled, sampler, labels, noise, num_classes=10).score(reuse)
+    decoded = HeldOut(compiled, sampler, labels, noise, num_classes=10, decode=halve).score(reuse)
+    assert plain["psnr_vs_uncached"] < 60
+    assert decoded["psnr_vs_uncached"] - plain["psnr_vs_uncached"] == pytest.approx(20 * np.log10(2), abs=1e-4)

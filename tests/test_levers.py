@@ -28,3 +28,36 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once(tmp_path, ca
     report = (out.with_suffix(".md")).read_text()
     assert "Missing cells" in report and "reference_ddim20_b0.25.json" in report
     assert all(name in report for name in levers.LEVERS)
+    applied = {name for name, row in rows.items() if "error" not in row}
+    assert set(cell["per_sample"]) == applied and "defaults" in applied
+    assert "not applicable" in rows["search and held-out scored on decoded images (latent model)"]["error"]
+
+
+@pytest.mark.slow
+def test_a_lever_added_later_is_measured_in_the_written_cells_without_redoing_the_others(tmp_path):
+    """A cell written before a lever existed (and before per-sample records) gets only that lever, plus
+    the defaults recomputed to pair it with, which must reproduce the recorded mean; a cell whose
+    defaults do not reproduce was made by other code and is refused."""
+    cells = tmp_path / "cells"
+    args = ["--model", "reference", "--steps", "6", "--budget", "0.5", "--samples", "8", "--cells", str(cells),
+            "--out", str(tmp_path / "levers")]
+    levers.main(args)
+    path = levers.cell_path(cells, "reference", 6, 0.5)
+    cell = json.loads(path.read_text())
+    added = [row["lever"] for row in cell["rows"] if "error" not in row][-1]
+    old = {**cell, "rows": [row for row in cell["rows"] if row["lever"] != added]}
+    del old["per_sample"]
+    path.write_text(json.dumps(old))
+    assert levers.missing_levers(path) == [added]
+    levers.main(args)
+    redone = json.loads(path.read_text())
+    rows = {row["lever"]: row for row in redone["rows"]}
+    assert list(rows) == list(levers.LEVERS)
+    kept = [name for name in levers.LEVERS if name not in ("defaults", added)]
+    assert all(rows[name] == next(r for r in cell["rows"] if r["lever"] == name) for name in kept)
+    assert rows[added]["psnr"] == pytest.approx(next(r for r in cell["rows"] if r["lever"] == added)["psnr"])
+    tampered = {**old, "rows": [{**row, "psnr": row["psnr"] + 0.5} if row["lever"] == "defaults" else row
+                                for row in old["rows"]]}
+    path.write_text(json.dumps(tampered))
+    with pytest.raises(RuntimeError, match="made by other code"):
+        levers.main(args)

@@ -135,3 +135,41 @@ def _combinations(items, k):
     from itertools import combinations
 
     return combinations(items, k)
+
+
+def test_the_shared_forecast_is_one_least_squares_fit_per_group_of_sites_computed_alike():
+    """``fit_shared``: for the sites computed at the same steps, one set of whole-history weights per
+    reused step, the least-squares solution over their features stacked (checked against numpy);
+    a site computed at other steps is its own group, with its own weights."""
+    from gocopt.schedule.fit import fit_shared
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(3, 6, 30))  # 3 sites, 6 steps, 30 features
+    gram = np.einsum("isf,itf->ist", v, v)
+    mask = np.array([[1, 1, 1], [0, 0, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0], [1, 1, 1]], dtype=bool)
+    fitted = fit_shared(mask, gram)
+    for s in (3, 4):  # sites 0 and 1: computed at 0 and 2
+        x = np.concatenate([v[i, [2, 0]].T for i in (0, 1)])  # nearest first
+        y = np.concatenate([v[i, s] for i in (0, 1)])
+        a = np.linalg.lstsq(x, y, rcond=None)[0]
+        assert dict(fitted.terms[(s, 0)]) == pytest.approx({s - 2: a[0], s: a[1]}, rel=1e-6)
+        assert fitted.terms[(s, 1)] == fitted.terms[(s, 0)]
+    a = np.linalg.lstsq(v[2, [3, 1, 0]].T, v[2, 4], rcond=None)[0]  # site 2 alone: computed at 0, 1, 3
+    assert dict(fitted.terms[(4, 2)]) == pytest.approx({1: a[0], 3: a[1], 4: a[2]}, rel=1e-6)
+    assert fitted.history == 3 and set(fitted.terms) == {(s, i) for s, i in zip(*np.nonzero(~mask))}
+
+
+def test_the_shared_forecast_on_a_whole_step_mask_is_the_l2p_style_peers():
+    """On a mask where every site is computed at the same steps, the shared forecast is the head-to-head's
+    L2P-style site forecast (benchmarks/peers/l2p.py), coefficient for coefficient."""
+    from benchmarks.peers.l2p import l2p_predictor
+    from gocopt.schedule.fit import fit_shared
+
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=(4, 8, 20))
+    gram = np.einsum("isf,itf->ist", v, v)
+    mask = np.array([1, 1, 0, 1, 0, 0, 1, 0], dtype=bool)[:, None].repeat(4, axis=1)
+    ours, peers = fit_shared(mask, gram), l2p_predictor(mask, gram)
+    assert set(ours.terms) == set(peers.terms)
+    for key, terms in ours.terms.items():
+        assert dict(terms) == pytest.approx(dict(peers.terms[key]), rel=1e-9, abs=1e-12)

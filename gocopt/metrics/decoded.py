@@ -61,7 +61,7 @@ class DecodedQualityEvaluator(QualityEvaluator):
 def evaluator_for(model_name: str, device: torch.device | str = "cpu") -> QualityEvaluator | None:
     """The digits classifier's evaluator for a shipped model (through the decoder for ``"latent"``);
     None for anything else (random-weight DiT configs have no data to be judged against)."""
-    if model_name == "reference":
+    if model_name in ("reference", "patch1"):  # both in the digits' own pixel space
         return QualityEvaluator(device=device)
     if model_name == "latent":
         return DecodedQualityEvaluator(latent_autoencoder(device).decode, device=device)

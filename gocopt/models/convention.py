@@ -34,15 +34,20 @@ class DiTSpec:
         evaluator: a feature extractor with ``features(samples) -> (N, D)`` (gocopt's
             ``QualityEvaluator``), so the recorded quality includes the Fréchet distance to the
             uncached samples in its features; ``None``: PSNR and SSIM only.
+        decode: for a latent model, the map from its samples to the images users look at (a VAE
+            decoder, ``(N, C, h, w) -> (N, c, H, W)`` in [-1, 1]): the search and the held-out check
+            then score PSNR on decoded images, where two schedules can rank otherwise than on
+            latents; ``None``: on the samples themselves.
     """
 
     num_classes: int | None = None
     latent_shape: tuple[int, ...] | None = None
     example_inputs: Any = None
     evaluator: Any = None
+    decode: Any = None
 
     def __repr__(self) -> str:  # example tensors and a whole evaluator are not what a reader wants to see
-        given = {"example_inputs": self.example_inputs, "evaluator": self.evaluator}
+        given = {"example_inputs": self.example_inputs, "evaluator": self.evaluator, "decode": self.decode}
         shown = [f"num_classes={self.num_classes!r}", f"latent_shape={self.latent_shape!r}"]
         shown += [f"{name}=<{type(value).__name__}>" for name, value in given.items() if value is not None]
         return f"DiTSpec({', '.join(shown)})"

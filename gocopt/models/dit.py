@@ -324,6 +324,13 @@ DIT_CONFIGS["DiT-Latent"] = DiTConfig(
     input_size=8, patch_size=2, in_channels=4, hidden_size=192, depth=8, num_heads=6,
     num_classes=10, learn_sigma=False,
 )
+# The third reference model: the same 8×8 digits as the first, at patch size 1 (64 tokens, 4× the
+# first's) through 4 blocks (a third of its depth): shaped unlike both others, for the design
+# protocol's "every decision measured on models that differ in kind" (issue #34).
+DIT_CONFIGS["DiT-Digits-P1"] = DiTConfig(
+    input_size=8, patch_size=1, in_channels=1, hidden_size=128, depth=4, num_heads=4,
+    num_classes=10, learn_sigma=False,
+)
 # The smallest useful DiT, for tests: 2 blocks, width 32.
 DIT_CONFIGS["DiT-Tiny"] = DiTConfig(
     input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,

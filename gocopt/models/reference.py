@@ -12,6 +12,7 @@ from gocopt.models.dit import DIT_CONFIGS, DiT, dit
 from gocopt.models.latent import config_name, latent_reference, load_weights
 
 REFERENCE_WEIGHTS = Path(__file__).parent / "weights" / "reference_dit.safetensors"
+PATCH1_WEIGHTS = Path(__file__).parent / "weights" / "patch1_dit.safetensors"
 # Guidance scale the reference model is sampled and scored with (DiT's own samples use 4.0).
 REFERENCE_GUIDANCE_SCALE = 4.0
 
@@ -23,9 +24,19 @@ def reference(device: torch.device | str = "cpu") -> DiT:
     return model.eval().to(device)
 
 
+def patch1_reference(device: torch.device | str = "cpu") -> DiT:
+    """The third trained model: the same digits at patch size 1 (4 blocks, width 128, 64 tokens), in
+    eval mode. It exists so design decisions are measured on a model shaped unlike the other two
+    (another depth, another token count); it is trained exactly as :func:`reference`."""
+    model = DiT(DIT_CONFIGS[config_name(PATCH1_WEIGHTS, "DiT-Digits-P1")])
+    load_weights(model, PATCH1_WEIGHTS, "examples/train_reference.py --config DiT-Digits-P1 --out "
+                 "gocopt/models/weights/patch1_dit.safetensors")
+    return model.eval().to(device)
+
+
 def model_by_name(name: str, *, seed: int = 0, device: torch.device | str = "cpu") -> DiT:
-    """``"reference"`` (pixels), ``"latent"`` (the latent reference model) or a named DiT config
-    (random weights from ``seed``, adaLN not zeroed).
+    """``"reference"`` (pixels), ``"latent"`` (the latent reference model), ``"patch1"`` (pixels,
+    64 tokens) or a named DiT config (random weights from ``seed``, adaLN not zeroed).
 
     Random-weight models get their adaLN-Zero layers re-initialised too: a freshly initialised
     DiT's blocks are identities, which would make every cache look perfect.
@@ -34,6 +45,8 @@ def model_by_name(name: str, *, seed: int = 0, device: torch.device | str = "cpu
         return reference(device)
     if name == "latent":
         return latent_reference(device)
+    if name == "patch1":
+        return patch1_reference(device)
     torch.manual_seed(seed)
     model = dit(name)
     randomize_adaln(model)

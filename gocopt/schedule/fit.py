@@ -11,6 +11,12 @@ plus a combination of differences, ``v[c_1] + Σ_{k≥2} β_k (v[c_1] − v[c_k]
 GOC-like and Taylor forecasts are all of this form. The constraint keeps a forecast from scaling
 a feature it should only move, which is what lets coefficients fitted on the uncached trajectory
 carry over to the cached one. ``ridge`` shrinks the β toward plain reuse.
+
+:func:`fit_shared` is the other end of the trade between history and parameters: every computed
+step before ``s`` (the whole history), but one set of coefficients per step for all the sites
+computed at the same steps, fitted to their summed Gram — many data per coefficient, so a long
+history does not overfit one site's trajectory. It is the whole-model forecast of L2P (CVPR 2026)
+as a per-site predictor, for masks whose sites share their computed steps (the global path).
 """
 
 from __future__ import annotations
@@ -40,6 +46,38 @@ def fit_predictor(mask: np.ndarray, gram: np.ndarray, history: int = 2, *, ridge
     return Fitted(history, terms, {"ridge": ridge, "affine": affine})
 
 
+def fit_shared(mask: np.ndarray, gram: np.ndarray, *, ridge: float = 1e-8) -> Fitted:
+    """Whole-history coefficients shared by the sites that are computed at the same steps.
+
+    For each group of sites with one mask column and each step ``s`` it reuses, the ``a`` that
+    minimise ``Σ_i ‖v_i[s] − Σ_u a_u v_i[u]‖²`` over the group's sites and the computed steps
+    ``u < s``, from the group's summed Gram matrix (``ridge`` relative to its mean diagonal only
+    keeps a singular system solvable). Not affine: with many sites per coefficient the fit can
+    afford to scale as well as move.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    steps, sites = mask.shape
+    if gram.shape != (sites, steps, steps):
+        raise ScheduleError(f"calibration Gram has shape {gram.shape}, the mask needs {(sites, steps, steps)}; "
+                            "calibrate with the same sampler and model")
+    groups: dict[bytes, list[int]] = {}
+    for i in range(sites):
+        groups.setdefault(mask[:, i].tobytes(), []).append(i)
+    terms: dict[tuple[int, int], tuple[Term, ...]] = {}
+    history = 1
+    for members in groups.values():
+        total = gram[members].sum(axis=0)
+        computed = np.flatnonzero(mask[:, members[0]])
+        for s in np.flatnonzero(~mask[:, members[0]]):
+            points = computed[computed < s][::-1]  # nearest first
+            coefs = ridge_solve(total[np.ix_(points, points)], total[points, s], ridge)
+            history = max(history, len(points))
+            forecast = tuple((int(s - u), float(a)) for u, a in zip(points, coefs))
+            terms.update({(int(s), i): forecast for i in members})
+    return Fitted(history, terms, {"method": "whole history, shared by the sites computed at the same steps",
+                                   "ridge": ridge, "affine": False})
+
+
 def _fit_one(g: np.ndarray, s: int, points: list[int], ridge: float, affine: bool) -> tuple[Term, ...]:
     c1 = points[0]
     if len(points) == 1:
@@ -64,4 +102,4 @@ def ridge_solve(xx: np.ndarray, xy: np.ndarray, ridge: float) -> np.ndarray:
     return least_squares(xx + ridge * scale * np.eye(len(xx)), xy, what="fitted forecast (ridge normal equations)")
 
 
-__all__ = ["fit_predictor", "ridge_solve"]
+__all__ = ["fit_predictor", "fit_shared", "ridge_solve"]

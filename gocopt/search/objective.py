@@ -7,6 +7,7 @@ storage at all, which is how it is tested.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +25,11 @@ DIVERGED_DB = -1.0  # the score of a schedule whose samples are not finite: belo
 W_MAX = 0.95  # GOC is unstable for w >= 1 at interval 2 and earlier at longer runs (GOC.md §8)
 
 
-def suggest(trial: optuna.Trial, families: tuple[str, ...] = FAMILIES) -> Candidate:
+def suggest(trial: optuna.Trial, families: tuple[str, ...] = FAMILIES,
+            predictors: tuple[str, ...] = PREDICTORS) -> Candidate:
     """A candidate; GOC's weights and the path's share are asked only where they mean something."""
     family = trial.suggest_categorical("family", families)
-    predictor = trial.suggest_categorical("predictor", PREDICTORS)
+    predictor = trial.suggest_categorical("predictor", predictors)
     goc = predictor == "goc"
     return Candidate(
         family=family,
@@ -47,24 +49,41 @@ def suggest(trial: optuna.Trial, families: tuple[str, ...] = FAMILIES) -> Candid
 
 @dataclass
 class SearchSet:
-    """The inputs a search scores candidates on, with the uncached samples for those inputs."""
+    """The inputs a search scores candidates on, with the uncached samples for those inputs.
+
+    ``decode``: where the samples are latents, the map to the images users judge; ``reference``
+    is then the decoded uncached samples, and every candidate's samples are decoded before scoring."""
 
     labels: torch.Tensor
     noise: torch.Tensor
     reference: torch.Tensor
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def scored_on(cls, labels: torch.Tensor, noise: torch.Tensor, uncached: torch.Tensor,
+                  decode: Callable[[torch.Tensor], torch.Tensor] | None) -> SearchSet:
+        reference = uncached if decode is None else decode(uncached).detach().cpu().float()
+        return cls(labels, noise, reference, decode)
+
+    def images(self, samples: torch.Tensor) -> torch.Tensor:
+        """What a sample is scored as: itself, or its decoded image."""
+        return samples if self.decode is None else self.decode(samples).detach().cpu().float()
 
 
 class ScheduleObjective:
     """Maximise mean per-sample PSNR against the uncached samples, at cost ≤ budget."""
 
     def __init__(self, compiled: CachedModel, sampler: Sampler, ctx: SpaceContext, budget: float, search_set: SearchSet,
-                 num_classes: int | None) -> None:
+                 num_classes: int | None, predictors: tuple[str, ...] = PREDICTORS) -> None:
+        """``predictors``: the choices a trial may take (``PREDICTORS``, and the extra ones an
+        always-sampled candidate names: an enqueued trial must lie in the space)."""
         self._compiled = compiled
         self._sampler = sampler
         self._ctx = ctx
         self._budget = budget
         self._set = search_set
         self._num_classes = num_classes
+        self._predictors = predictors
 
     def schedule(self, candidate: Candidate, name: str = "") -> Schedule:
         mask = build_mask(candidate, self._ctx, self._budget)
@@ -78,8 +97,8 @@ class ScheduleObjective:
         self._compiled.set_schedule(schedule, log=False)
         self._compiled.reset()
         samples = self._sampler.sample(self._compiled, self._set.labels, self._set.noise,
-                                       num_classes=self._num_classes).cpu()
-        value = float(psnr(samples, self._set.reference).mean())
+                                       num_classes=self._num_classes)
+        value = float(psnr(self._set.images(samples).cpu(), self._set.reference).mean())
         if not np.isfinite(value):  # the uncached run was finite (calibration checks): this forecast diverged
             logger.warning("schedule %r samples non-finite values on the search seeds (its forecast diverges); "
                            "scored %g dB, below any schedule that samples finite images", schedule.name, DIVERGED_DB)
@@ -87,8 +106,8 @@ class ScheduleObjective:
         return value
 
     def __call__(self, trial: optuna.Trial) -> float:
-        candidate = suggest(trial, FAMILIES if self._ctx.edges is not None else tuple(f for f in FAMILIES
-                                                                                       if f != "path"))
+        families = FAMILIES if self._ctx.edges is not None else tuple(f for f in FAMILIES if f != "path")
+        candidate = suggest(trial, families, self._predictors)
         schedule = self.schedule(candidate)
         cost = schedule.cost(self._ctx.site_flops)
         trial.set_user_attr("cost", cost)

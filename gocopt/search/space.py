@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from gocopt.errors import ScheduleError
-from gocopt.schedule.fit import fit_predictor
+from gocopt.schedule.fit import fit_predictor, fit_shared
 from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.named import interval_covering, l2c_mask
 from gocopt.schedule.predictors import Predictor, Taylor
@@ -30,7 +30,10 @@ from gocopt.search.graphs import DEFAULT_MAX_GRAPHS, limit_graphs
 from gocopt.search.path import EdgeTable, best_path, path_mask
 
 FAMILIES = ("greedy", "interval", "l2c", "path")
-PREDICTORS = ("goc", "taylor1", "taylor2", "fitted2", "fitted3", "fitted4")
+PREDICTORS = ("goc", "taylor1", "taylor2", "fitted2", "fitted3", "fitted4")  # what the search suggests
+# Built when a candidate names them (``Effort.always_sample``), not suggested: adding a choice to the
+# suggested space would move every default compile, which only the levers protocol may do (issue #34)
+EXTRA_PREDICTORS = ("shared",)  # whole history, one forecast per group of sites computed alike
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,10 @@ def build_predictor(candidate: Candidate, ctx: SpaceContext, mask: np.ndarray) -
         return build_goc(candidate, ctx)
     if name.startswith("taylor"):
         return Taylor(int(name.removeprefix("taylor")))
-    if name.startswith("fitted"):
+    if name.startswith("fitted") or name == "shared":
         if ctx.gram is None:
             raise ScheduleError("fitted predictors need calibration's Gram matrices (SpaceContext.gram)")
+        if name == "shared":
+            return fit_shared(mask, ctx.gram)
         return fit_predictor(mask, ctx.gram, int(name.removeprefix("fitted")))
-    raise ScheduleError(f"unknown predictor {name!r}; expected one of {PREDICTORS}")
+    raise ScheduleError(f"unknown predictor {name!r}; expected one of {PREDICTORS + EXTRA_PREDICTORS}")

@@ -50,7 +50,10 @@ INTERVAL_TAYLOR = Candidate(family="interval", alpha=0.0, predictor="taylor1")
 # (``Effort.always_sample``), by the name an Effort records.
 ALWAYS_SAMPLED = {"global-path": GLOBAL_PATH, "interval-taylor1": INTERVAL_TAYLOR,
                   "interval-taylor2": replace(INTERVAL_TAYLOR, predictor="taylor2"),
-                  "path-taylor2": replace(GLOBAL_PATH, predictor="taylor2")}
+                  "path-taylor2": replace(GLOBAL_PATH, predictor="taylor2"),
+                  # the global path with the whole-history forecast shared by sites computed alike:
+                  # what the composites that beat gocopt at DDIM-50 pair (a placed path + L2P-style)
+                  "path-shared": replace(GLOBAL_PATH, predictor="shared")}
 
 # Enqueued first in every new study: the baselines at the study's budget, the peers' predictors
 # on them, the global path with fitted forecasts, and calibration-greedy.
