@@ -2,6 +2,7 @@
 
     python examples/reference_quality.py --n 1000                  # docs/reference_quality.{json,md}
     python examples/reference_quality.py --n 1000 --model latent   # docs/latent_quality.{json,md,png}
+    python examples/reference_quality.py --n 1000 --model patch1   # docs/patch1_quality.{json,md,png}
 
 FID / IS / class accuracy at DDIM-20 and DDIM-50, the FID spread of the uncached model over three
 seed sets, and FID between two disjoint halves of the real digits (the floor of what FID can
@@ -30,7 +31,8 @@ from gocopt.report import environment, markdown_table, write_json
 from gocopt.sampling import DDIMSampler
 
 TITLES = {"reference": "Reference model (8×8 pixels, x0 clipped)",
-          "latent": "Latent model (4×8×8 latents, no x0 clipping; scored on its decoded 32×32 pixels)"}
+          "latent": "Latent model (4×8×8 latents, no x0 clipping; scored on its decoded 32×32 pixels)",
+          "patch1": "Third model (8×8 pixels at patch size 1: 64 tokens, 4 blocks; x0 clipped)"}
 
 
 def autoencoder_round_trip(evaluator, real: torch.Tensor) -> dict[str, float]:
@@ -52,7 +54,7 @@ def main() -> None:
     out = args.out or f"docs/{args.model}_quality"
 
     model, evaluator = model_by_name(args.model), evaluator_for(args.model)
-    assert evaluator is not None  # both shipped models have one
+    assert evaluator is not None  # every shipped model has one
     shape = (model.in_channels, model.input_size, model.input_size)
     rows = []
     for steps, seed in ((20, 0), (20, 1), (20, 2), (50, 0)):

@@ -26,7 +26,7 @@ def test_the_latent_model_ships_and_loads_strictly_offline(latent_model):
     assert (cfg.in_channels, cfg.input_size, cfg.depth, cfg.hidden_size) == (4, 8, 8, 192)
     x, t, y = latent_model.example_inputs(batch_size=2)
     assert latent_model(x, t, y).shape == x.shape
-    assert CLIPS_DENOISED == {"reference": True, "latent": False}  # latents have no known range to clip to
+    assert CLIPS_DENOISED == {"reference": True, "latent": False, "patch1": True}  # latents: no known range to clip
 
 
 def test_missing_weights_name_the_file_and_the_script(monkeypatch, tmp_path):
