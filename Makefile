@@ -1,6 +1,7 @@
 # Two entry points that work on a fresh machine (Python 3.10+, no torch installed):
 #   make demo   gocopt's main job on the shipped reference model
 #   make test   the test suite
+#   make docs   the documentation site (docs-serve: served locally)
 # On a machine with a CUDA build of torch already installed, keep it instead of the CPU wheel:
 #   make test TORCH= VENV_ARGS=--system-site-packages
 PYTHON ?= python3
@@ -28,4 +29,11 @@ lint: $(BIN)/gocopt
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-.PHONY: install demo test lint
+# the documentation site (MkDocs, strict: a warning or a broken link fails the build) into site/
+docs: $(BIN)/gocopt
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(BIN)/gocopt
+	$(BIN)/mkdocs serve
+
+.PHONY: install demo test lint docs docs-serve

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cells", type=Path, default=CELLS_DIR, help="where the cell files live")
     parser.add_argument("--cache", type=Path, default=UNCACHED_CACHE, help="where a step count's uncached samples "
                         "are kept for its cells")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/head_to_head"),
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="output prefix of the report (and of --quick / --only speed)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -199,6 +199,8 @@ def write_report(root: Path, out: Path) -> dict:
     report = {"cells": documents, "missing": [str(c) for c in missing], "environment": environment()}
     write_json(out.with_suffix(".json"), report)
     atomic_write_text(out.with_suffix(".md"), text)
+    if documents and Path("README.md").exists() and out == DEFAULT_OUT:
+        write_readme_table(documents)
     print(text)
     return report
 
@@ -298,6 +300,47 @@ SUMMARY_COLUMNS = [("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("section
                    ("margin", "margin (dB)", ""), ("composite", "best composite (PSNR / FD)", ""),
                    ("composite_margin", "margin over it (dB)", ""), ("goal", "≥ 1 dB and lower FD", ""),
                    ("setup", "set-up work: gocopt / best row / composite (samples)", "")]
+
+
+DEFAULT_OUT = Path("docs/benchmarks/head_to_head")
+README_BEGIN = "<!-- head-to-head table: written by `python -m benchmarks.head_to_head --report`; do not edit -->"
+README_END = "<!-- end of the head-to-head table -->"
+
+
+def readme_table(documents: list[dict]) -> str:
+    """The README's one table, from the cells: per model, step count and budget, gocopt's default
+    compile against the best other row of equal set-up work (composites included), and the margin
+    in both sections. Generated, never hand-copied, so the landing page cannot drift from the data."""
+    lines = ["| model | DDIM | budget | gocopt default PSNR | best other row (PSNR) | margin, default work (dB) "
+             "| margin, generous work (dB) |", "|---|---|---|---|---|---|---|"]
+    for document in sorted(documents, key=lambda d: (d["model"] != "reference", d["model"], d["steps"], d["budget"])):
+        default, generous = document["verdicts"]["default"], document["verdicts"].get("generous")
+        rows = {r["method"]: r for r in section_rows(document["rows"], "default")}
+        ours = rows["gocopt"]
+        best = rows.get(default["best_peer"]) if default.get("best_peer") else None
+        label = (best["detail"] if best and best["method"] == "composite" and best.get("detail")
+                 else LABELS[best["method"]].split(" (")[0] if best else "—")
+        shown = f"{label} ({best['psnr_vs_uncached']:.2f})" if best else "—"
+
+        def margin(v: dict | None) -> str:
+            if not v or v.get("margin_db") is None:
+                return "—"
+            text = f"{v['margin_db']:+.2f}{_stderr(v.get('margin_stderr'))}"
+            return f"**{text}**" if v.get("meets_goal") else text
+
+        lines.append(f"| {document['model']} | {document['steps']} | {document['budget']:.2f} | "
+                     f"{ours['psnr_vs_uncached']:.2f} | {shown} | {margin(default)} | {margin(generous)} |")
+    return "\n".join(lines)
+
+
+def write_readme_table(documents: list[dict], readme: Path = Path("README.md")) -> None:
+    """Replace the table between the README's markers with :func:`readme_table` of ``documents``."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no head-to-head markers ({README_BEGIN!r} … {README_END!r})")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{readme_table(documents)}\n{README_END}{tail}")
 
 
 def summary_rows(results: dict) -> list[dict]:

@@ -128,10 +128,14 @@ def join_study(model: nn.Module, budget: float | Sequence[float] = 0.5, *, study
     number of them, at any time; one that dies mid-trial has its trial re-run by another.
 
     Args:
-        model, budget, sampler, spec, effort, progress: exactly as the leader's :func:`compile`
-            (a study made for another model, sampler or budget is refused).
+        model: as the leader's :func:`compile` (a study made for another model is refused).
+        budget: as the leader's (another budget list is refused).
         study: the shared study: a :class:`~gocopt.search.study_config.StudyConfig` with a storage
             other processes can reach (a database URL or a journal file).
+        sampler: as the leader's (another sampler is refused).
+        spec: as the leader's.
+        effort: as the leader's: the trial count and the search seeds must match.
+        progress: show progress bars.
 
     Raises:
         ArgumentError: ``study`` keeps the study in memory, where nobody else can see it.
@@ -206,7 +210,8 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
         effort: as for :func:`compile`; ``None``: ``Effort.for_pipeline()``, 16 search and 16
             held-out samples, spans on 2 (a scheduler cannot restart a run midway, so spans run
             whole); start from it to change one field: ``Effort.for_pipeline().with_overrides(trials=20)``.
-        study, progress: as for :func:`compile`.
+        study: as for :func:`compile`.
+        progress: show progress bars.
 
     Returns:
         The compiled transformer (installed in ``pipe``, whose calls now run the schedule), or one

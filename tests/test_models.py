@@ -87,6 +87,17 @@ def test_reference_model_ships_and_loads_offline(reference_model):
     assert reference_model(x, t, y).shape == x.shape
 
 
+def test_the_third_model_ships_shaped_unlike_the_first_and_loads_offline():
+    """patch1: the reference model's digits at patch size 1, 4× its tokens through a third of its depth."""
+    from gocopt.models import model_by_name
+
+    model = model_by_name("patch1")
+    cfg = model.config
+    assert not model.training and (cfg.depth, cfg.hidden_size, cfg.grid_size**2, cfg.patch_size) == (4, 128, 64, 1)
+    x, t, y = model.example_inputs()
+    assert model(x, t, y).shape == x.shape
+
+
 def test_the_latent_autoencoder_maps_upsampled_digits_to_4x8x8_and_back_and_trains():
     """The second reference model's latent space: 32×32 pixels ↔ 4×8×8 latents, scaled to unit
     variance after training, decoded into [-1, 1]; a few training steps lower the reconstruction error."""
