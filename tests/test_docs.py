@@ -27,7 +27,7 @@ def _examples() -> list:
                 continue
             seen.add(code)
             line = text[: match.start()].count("\n") + 1
-            slow = "gocopt.compile(" in code  # a whole default compile: about 90 s on 2 cores
+            slow = "gocopt.compile(" in code and "effort=" not in code  # a default compile: about 90 s on 2 cores
             params.append(pytest.param(code, match.group("reason"), id=f"{page.relative_to(ROOT)}:{line}",
                                        marks=[pytest.mark.slow] if slow else []))
     return params
