@@ -88,12 +88,13 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int,
     kept = {row["lever"]: row for row in (previous or {}).get("rows", []) if row["lever"] in LEVERS}
     per_sample = {name: np.asarray(values) for name, values in (previous or {}).get("per_sample", {}).items()
                   if name in kept}
-    rows = []
+    rows, fresh = [], set()
     decoder = evaluator.images if getattr(evaluator, "decode", None) is not None else None
     for name, lever in LEVERS.items():
         if name in kept and (name in per_sample or name != "defaults"):
             rows.append(kept[name])
             continue
+        fresh.add(name)
         if lever.decoded and decoder is None:
             rows.append({"lever": name, "error": "not applicable: this model's samples are the images judged"})
             continue
@@ -123,7 +124,7 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int,
                      "best_params": schedule.provenance["search"]["best_params"]})
     base = per_sample.get("defaults")
     for row in rows:
-        if base is not None and row["lever"] in per_sample and row["lever"] not in kept:
+        if base is not None and row["lever"] in fresh and row["lever"] in per_sample:
             diff = per_sample[row["lever"]] - base
             row.update(diff_vs_defaults=float(diff.mean()), diff_stderr=float(diff.std(ddof=1) / np.sqrt(samples)))
     return {"model": trained.name, "steps": steps, "budget": budget, "samples": samples,

@@ -49,6 +49,7 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
     kept = [name for name in levers.LEVERS if name not in ("defaults", added)]
     assert all(rows[name] == next(r for r in cell["rows"] if r["lever"] == name) for name in kept)
     assert rows[added]["psnr"] == pytest.approx(next(r for r in cell["rows"] if r["lever"] == added)["psnr"])
+    assert rows["defaults"]["diff_vs_defaults"] == 0.0  # recomputed, and paired with itself again
     tampered = {**old, "rows": [{**row, "psnr": row["psnr"] + 0.5} if row["lever"] == "defaults" else row
                                 for row in old["rows"]]}
     path.write_text(json.dumps(tampered))
