@@ -155,16 +155,51 @@ def write_report(root: Path, out: Path) -> dict:
                ("diff_vs_defaults", "vs defaults (dB)", "+.2f"), ("diff_stderr", "± s.e.", ".2f"),
                ("fd_vs_uncached", "FD", ".4f"), ("compile_work", "compile work (samples)", ".1f"),
                ("trials", "trials", ""), ("family", "search found", ""), ("note", "note", "")]
+    verdicts = lever_verdicts(rows)
+    verdict_columns = [("lever", "lever", ""), ("measured", "cells measured", ""), ("helps", "helps in", ""),
+                       ("hurts", "hurts in", ""), ("range", "change (dB)", ""), ("verdict", "a default?", "")]
     text = ("# The default compile's levers, on and off, per model\n\n"
             "Built by `python -m benchmarks.levers --report` from the cells in `docs/benchmarks/levers/`. Each "
             "compile is one budget alone under the default cap (100 uncached-sample equivalents); PSNR against the "
             f"uncached model on {SAMPLES} design seeds (decoded pixels for the latent model); differences paired "
             "against the defaults on the same seeds.\n\n"
             + (f"**Missing cells**: {', '.join(missing)}.\n\n" if missing else "")
+            + "## Verdicts\n\nA lever *helps* (or *hurts*) in a cell where its paired difference is beyond two "
+            "standard errors; it may become a default only where it helps on some model and hurts on none, over "
+            "every cell of every model (issue #34's protocol).\n\n"
+            + markdown_table(verdicts, verdict_columns) + "\n## Every cell\n\n"
             + markdown_table(rows, columns) + "\n")
     atomic_write_text(out.with_suffix(".md"), text)
-    write_json(out.with_suffix(".json"), {"cells": cells, "missing": missing})
-    return {"rows": rows, "missing": missing}
+    write_json(out.with_suffix(".json"), {"cells": cells, "missing": missing, "verdicts": verdicts})
+    return {"rows": rows, "missing": missing, "verdicts": verdicts}
+
+
+def lever_verdicts(rows: list[dict]) -> list[dict]:
+    """Per lever: the cells where it helps or hurts beyond two standard errors, and whether the protocol
+    lets it be a default (helps somewhere, hurts nowhere, measured in every cell of the grid)."""
+    out = []
+    for name in LEVERS:
+        if name == "defaults":
+            continue
+        measured = [r for r in rows if r["lever"] == name and "diff_vs_defaults" in r]
+        # every cell of the grid counts, written or not, except on a model the lever does not apply to
+        not_applicable = {r["model"] for r in rows if r["lever"] == name and "not applicable" in r.get("error", "")}
+        applicable = sum(model not in not_applicable for model in MODELS for _ in STEPS for _ in BUDGETS)
+        helps, hurts = _beyond(measured, 1), _beyond(measured, -1)
+        diffs = [r["diff_vs_defaults"] for r in measured]
+        complete = len(measured) == applicable
+        verdict = ("no: hurts" if hurts else "not yet: cells missing" if not complete
+                   else "yes" if helps else "no: changes nothing")
+        out.append({"lever": name, "measured": f"{len(measured)} of {applicable}",
+                    "helps": ", ".join(helps) or "—", "hurts": ", ".join(hurts) or "—",
+                    "range": f"{min(diffs):+.2f} to {max(diffs):+.2f}" if diffs else "—", "verdict": verdict})
+    return out
+
+
+def _beyond(measured: list[dict], sign: int) -> list[str]:
+    """The cells where ``sign`` × the paired difference exceeds two standard errors."""
+    return [f"{r['model']} {r['steps']}/{r['budget']:g}" for r in measured
+            if sign * r["diff_vs_defaults"] > 2 * max(r["diff_stderr"], 1e-9)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,3 +62,21 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
     path.write_text(json.dumps(tampered))
     with pytest.raises(RuntimeError, match="made by other code"):
         levers.main(args)
+
+
+def test_a_lever_is_a_default_only_where_it_helps_somewhere_hurts_nowhere_and_every_cell_is_measured():
+    names = [name for name in levers.LEVERS if name != "defaults"]
+    grid = [(m, s, b) for m in levers.MODELS for s in levers.STEPS for b in levers.BUDGETS]
+
+    def rows(diff_of) -> list[dict]:
+        return [{"model": m, "steps": s, "budget": b, "lever": name, "diff_vs_defaults": diff_of(m, s, b),
+                 "diff_stderr": 0.1} for m, s, b in grid for name in names]
+
+    helped = levers.lever_verdicts(rows(lambda m, s, b: 0.5 if m == "latent" else 0.1))
+    verdict = {v["lever"]: v["verdict"] for v in helped}
+    assert set(verdict.values()) == {"yes"}  # +0.5 beyond 2 s.e. on one model, within noise elsewhere
+    hurt = levers.lever_verdicts(rows(lambda m, s, b: -0.3 if (m, s) == ("patch1", 50) else 0.5))
+    assert {v["verdict"] for v in hurt} == {"no: hurts"} and "patch1 50/0.25" in hurt[0]["hurts"]
+    partial = levers.lever_verdicts(rows(lambda m, s, b: 0.5)[1:])
+    assert partial[0]["verdict"] == "not yet: cells missing"
+    assert partial[0]["measured"] == f"{len(grid) - 1} of {len(grid)}"
