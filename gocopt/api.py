@@ -291,7 +291,7 @@ def _legacy_pipeline_compile(pipe: Any, budget: Any, *, sampler: Any, spec: Any,
     _refuse_for_pipeline("compile", sampler=sampler, spec=spec, **args.model_only())
     effort, study = args.effort(effort, default=pipelines.PIPELINE_EFFORT), args.study(study)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS
-    args.warn(instead="gocopt.compile_pipeline(pipe, budget, inputs=..., steps=..., call_kwargs=...)")
+    args.warn(instead="gocopt.compile_pipeline(pipe, budget, inputs=..., steps=..., call_kwargs=...)", stacklevel=4)
     if args.join:
         join_pipeline_study(pipe, budget, inputs=args.inputs or [], study=study or StudyConfig(), steps=steps,
                             call_kwargs=args.call_kwargs, effort=effort, progress=progress)

@@ -268,13 +268,15 @@ class HeldOut:
     def __init__(self, compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *,
                  num_classes: int | None, evaluator: QualityEvaluator | None = None,
                  decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        self._compiled, self._sampler, self._num_classes, self._decode = compiled, sampler, num_classes, decode
+        self._compiled, self._sampler, self._num_classes = compiled, sampler, num_classes
         self._labels, self._noise = labels, noise
         with torch.no_grad():
             self._reference = sampler.sample(compiled.original, labels, noise, num_classes=num_classes).cpu()
         bad = first_non_finite(self._reference)
         if bad is not None:
             _refuse_non_finite(compiled, sampler, labels[bad:bad + 1], noise[bad:bad + 1], bad, num_classes)
+        # what a sample is scored as (decoded once here for the reference), the same rule as the search's
+        self._scored = SearchSet.scored_on(labels, noise, self._reference, decode)
         self._evaluator = evaluator  # FD to the uncached samples in its features, when the caller has one
         if evaluator is not None:
             self._features = evaluator.features(self._reference)
@@ -290,10 +292,8 @@ class HeldOut:
             raise NumericalError(f"schedule {schedule.name!r} samples non-finite values on the held-out seeds, "
                                  "where the uncached model's are finite: its forecast diverges; compile again with "
                                  "another seed or a larger budget, and report this")
-        images, reference = ((samples, self._reference) if self._decode is None else
-                             (self._decode(samples).detach().cpu().float(),
-                              self._decode(self._reference).detach().cpu().float()))
-        result = {**paired_fidelity(images, reference), "cost": schedule.cost(self._compiled.site_flops),
+        result = {**paired_fidelity(self._scored.images(samples), self._scored.reference),
+                  "cost": schedule.cost(self._compiled.site_flops),
                   "samples": len(samples)}  # on decoded images with a decoder: the search objective says so
         if self._evaluator is not None:
             result["fd_vs_uncached"] = frechet_distance(self._evaluator.features(samples), self._features)

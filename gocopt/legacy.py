@@ -42,6 +42,9 @@ class LegacyArguments:
             raise ArgumentError(f"gocopt.{verb}() got an unexpected keyword argument {unknown[0]!r}")
         self.verb, self.given, self.pipeline = verb, dict(given), pipeline
         self.replacements: list[str] = []
+        self.join = bool(given.get("join", False))  # a worker that only joins: its own function in 0.2
+        if self.join and not pipeline:
+            self._note("join=True", "gocopt.join_study(model, budget, study=...)")
         if not pipeline:
             self._refuse_pipeline_only()
 
@@ -91,13 +94,6 @@ class LegacyArguments:
         return self.given.get("steps")
 
     @property
-    def join(self) -> bool:
-        join = bool(self.given.get("join", False))
-        if join and not self.pipeline:
-            self._note("join=True", "gocopt.join_study(model, budget, study=...)")
-        return join
-
-    @property
     def inputs(self) -> Any:
         return self.given.get("inputs")
 
@@ -109,14 +105,15 @@ class LegacyArguments:
         """The model-only arguments given (with a pipeline, each is refused by name)."""
         return {name: self.given[name] for name in SPEC_FIELDS if self.given.get(name) is not None}
 
-    def warn(self, *, instead: str | None = None) -> None:
-        """One DeprecationWarning for the call, naming every old argument and what to write instead."""
+    def warn(self, *, instead: str | None = None, stacklevel: int = 3) -> None:
+        """One DeprecationWarning for the call, naming every old argument and what to write instead,
+        attributed to the user's line (``stacklevel`` counts the frames of gocopt's entry point)."""
         if instead is not None:
             self.replacements.insert(0, f"{instead} instead of gocopt.{self.verb}(pipe, ...)")
         if not self.replacements:
             return
         warnings.warn(f"gocopt.{self.verb}: gocopt 0.1's form is deprecated and will be removed in {REMOVED_IN}; "
-                      f"write {'; '.join(self.replacements)}", DeprecationWarning, stacklevel=3)
+                      f"write {'; '.join(self.replacements)}", DeprecationWarning, stacklevel=stacklevel)
 
     def _note(self, old: str, new: str) -> None:
         self.replacements.append(f"{new} instead of {old}")

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from gocopt.errors import ScheduleError
-from gocopt.schedule.fit import ridge_solve
+from gocopt.schedule.fit import fit_shared
 from gocopt.schedule.predictors import Fitted
-from gocopt.schedule.reuse import Term
 
 RIDGE = 1e-8  # relative to the mean diagonal: only keeps a singular system (a site that never moves) solvable
 
@@ -32,26 +31,16 @@ def l2p_predictor(mask: np.ndarray, gram: np.ndarray) -> Fitted:
     calibration's Gram matrices ``(sites, steps, steps)``: for each skipped step ``s``, the
     ``a`` minimising ``Σ_i ‖v_i[s] − Σ_u a_u v_i[u]‖²`` over the computed steps ``u < s``."""
     mask = np.asarray(mask, dtype=bool)
-    steps, sites = mask.shape
-    if gram.shape != (sites, steps, steps):
-        raise ScheduleError(f"calibration Gram has shape {gram.shape}, the mask needs {(sites, steps, steps)}")
     if not (mask == mask[:, :1]).all():
         raise ScheduleError("L2P forecasts whole steps: every site must be computed at the same steps")
-    total = gram.sum(axis=0)
-    computed = np.flatnonzero(mask[:, 0])
-    terms: dict[tuple[int, int], tuple[Term, ...]] = {}
-    history = 1
-    for s in np.flatnonzero(~mask[:, 0]):
-        points = computed[computed < s]
-        if not len(points):
-            raise ScheduleError(f"step {s} is skipped before any step was computed")
-        weights = ridge_solve(total[np.ix_(points, points)], total[points, s], RIDGE)
-        history = max(history, len(points))
-        for i in range(sites):
-            terms[(int(s), i)] = tuple((int(s - u), float(a)) for u, a in zip(points[::-1], weights[::-1]))
-    return Fitted(history, terms, {"method": "L2P-style: per-step weights over the whole history, shared by all "
-                                             "sites, least squares on the calibration runs", "ridge": RIDGE})
-
+    if not mask[0, 0]:
+        raise ScheduleError("step 0 is skipped before any step was computed")
+    # on a whole-step mask every site is one group: gocopt's shared whole-history fit is exactly this
+    # least squares (tests/test_predictors.py pins the two together, test_benchmarks.py this one to numpy)
+    shared = fit_shared(mask, gram, ridge=RIDGE)
+    return Fitted(shared.history, shared.terms, {"method": "L2P-style: per-step weights over the whole history, "
+                                                           "shared by all sites, least squares on the calibration "
+                                                           "runs", "ridge": RIDGE})
 
 
 __all__ = ["l2p_predictor"]
