@@ -56,11 +56,20 @@ def test_a_bad_field_is_refused_naming_it(make, message):
         make()
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("decode", "vae", "DiTSpec.decode='vae': give a callable"),
+    ("evaluator", object(), "DiTSpec.evaluator: object has no features"),
+])
+def test_a_spec_that_cannot_do_its_job_is_refused_where_it_is_made(field, value, message):
+    with pytest.raises(gocopt.GocoptError, match=message):
+        gocopt.DiTSpec(**{field: value})
+
+
 def test_configuration_objects_read_well():
     assert repr(gocopt.StudyConfig(storage="sqlite:///s.db", name="dit")).startswith(
         "StudyConfig(storage='sqlite:///s.db', name='dit', heartbeat=10")
-    assert repr(gocopt.DiTSpec(num_classes=10, evaluator=object())) == (
-        "DiTSpec(num_classes=10, latent_shape=None, evaluator=<object>)")
+    assert repr(gocopt.DiTSpec(num_classes=10, decode=abs)) == (
+        "DiTSpec(num_classes=10, latent_shape=None, decode=<builtin_function_or_method>)")
     assert "max_samples=None, max_graphs=6, seed=0" in repr(gocopt.Effort())
 
 

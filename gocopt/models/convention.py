@@ -46,6 +46,14 @@ class DiTSpec:
     evaluator: Any = None
     decode: Any = None
 
+    def __post_init__(self) -> None:  # refused where it is made, not deep inside the first scoring
+        if self.decode is not None and not callable(self.decode):
+            raise GocoptError(f"DiTSpec.decode={self.decode!r}: give a callable from samples to images "
+                              "(a VAE's decode), or None")
+        if self.evaluator is not None and not callable(getattr(self.evaluator, "features", None)):
+            raise GocoptError(f"DiTSpec.evaluator: {type(self.evaluator).__name__} has no features(samples) method; "
+                              "give a feature extractor such as gocopt.metrics.quality.QualityEvaluator, or None")
+
     def __repr__(self) -> str:  # example tensors and a whole evaluator are not what a reader wants to see
         given = {"example_inputs": self.example_inputs, "evaluator": self.evaluator, "decode": self.decode}
         shown = [f"num_classes={self.num_classes!r}", f"latent_shape={self.latent_shape!r}"]
