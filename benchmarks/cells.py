@@ -34,6 +34,7 @@ from benchmarks.quality_table import (
     QualitySettings,
     TrainedModel,
     bench_sampler,
+    compile_effort,
     compile_in_run,
     compile_work,
     contender_rows,
@@ -149,6 +150,7 @@ def compute_cell(trained: TrainedModel, cell: Cell, settings: QualitySettings, *
                          "ceilings": CEILINGS, "gocopt_default": "gocopt.compile defaults, made in the cell"
                          + ("" if settings.compile_max_samples is None
                             else f" (max_samples {settings.compile_max_samples:g})"),
+                         "gocopt_effort": repr(compile_effort(settings)),
                          "gocopt_generous": str(settings.schedules_dir) if settings.schedules_dir else None},
             "environment": environment()}
 

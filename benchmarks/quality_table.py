@@ -454,11 +454,16 @@ def compile_in_run(trained: TrainedModel, sampler: DDIMSampler, budget: float, s
                    progress: bool = True) -> CachedModel:
     """gocopt's compile made in the run, from scratch, with the library's defaults except what the
     settings change (CI-sized runs shrink it); its schedule records the work it did."""
-    effort = Effort(seed=settings.seed).with_overrides(max_samples=settings.compile_max_samples,
-                                                       trials=settings.trials,
-                                                       surrogate_trials=settings.surrogate_trials)
+    effort = compile_effort(settings)
     return gocopt.compile(trained.model, budget, sampler=sampler, spec=gocopt.DiTSpec(evaluator=trained.evaluator),
                           effort=effort, progress=progress)
+
+
+def compile_effort(settings: QualitySettings) -> Effort:
+    """The effort of the compile made in the run: the library's default, as the settings change it.
+    Recorded in each head-to-head cell, so a cell made under an earlier default says so."""
+    return Effort(seed=settings.seed).with_overrides(max_samples=settings.compile_max_samples,
+                                                     trials=settings.trials, surrogate_trials=settings.surrogate_trials)
 
 
 def compile_work(schedule: Schedule) -> float | None:

@@ -104,16 +104,17 @@ def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[floa
                  num_classes: int | None) -> WorkPlan:
     """The compile's work, phase by phase, before any of it is done: ``effort`` (the defaults when
     None) sized to its ``max_samples``. With neither a cap nor a number of trials, the cap is
-    :func:`default_max_samples`, raised (with a warning) to the least that works where this
-    sampler's spans cost more (one that cannot restart a run midway runs every span whole); a cap
-    the caller gives is never raised."""
+    :func:`default_max_samples`, raised (with a warning) to the least that samples every
+    always-sampled candidate where this sampler's spans cost more (one that cannot restart a run
+    midway runs every span whole); a cap the caller gives is never raised."""
     effort = effort or Effort()
     max_samples = effort.max_samples
     shape: dict[str, Any] = {"steps": sampler.steps, "budgets": len(budgets),
                              "max_gap": max_gap_for(budgets, sampler.steps),
                              "restartable": restartable(sampler, num_classes) is not None}
     if max_samples is None and effort.trials is None:
-        least = plan_work(effort.with_overrides(trials=effort.fewest_trials), **shape, max_samples=None).total
+        fewest = max(effort.fewest_trials, len(effort.always_sample))  # the raised cap samples every always-sampled one
+        least = plan_work(effort.with_overrides(trials=fewest), **shape, max_samples=None).total
         max_samples = default_max_samples(len(budgets))
         if least > max_samples + 1e-9:
             logger.warning("the default cap of %g uncached-sample equivalents cannot pay for this compile (%s spans "

@@ -106,7 +106,7 @@ def test_a_study_passed_in_uses_its_optuna_sampler(tiny_model, tmp_path):
     study = gocopt.StudyConfig(storage=storage, name="s", optuna_sampler=_CountingSampler(seed=0))
     trials = len(SEED_CANDIDATES) + 1
     gocopt.compile(tiny_model, 0.5, sampler=gocopt.default_sampler(6), study=study, progress=False,
-                   effort=replace(TINY, trials=trials, surrogate_trials=0))
+                   effort=TINY.with_overrides(trials=trials, surrogate_trials=0))
     assert len(optuna.load_study(study_name="s-b0.5", storage=storage).trials) == trials
     assert _CountingSampler.proposed > 0
 

@@ -26,7 +26,7 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
     cell = json.loads(written.read_text())
     rows = {row["lever"]: row for row in cell["rows"]}
     assert set(rows) == set(levers.LEVERS)
-    assert rows["defaults"]["diff_vs_defaults"] == 0.0
+    assert rows[levers.BASELINE]["diff_vs_defaults"] == 0.0
     for row in rows.values():  # every lever within the budget, its compile's work recorded
         assert "error" in row or (row["cost"] <= 0.5 + 1e-9 and row["compile_work"] > 0)
     stamp = written.stat().st_mtime_ns
@@ -36,7 +36,7 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
     assert "Missing cells" in report and "reference_ddim20_b0.25.json" in report
     assert all(name in report for name in levers.LEVERS)
     applied = {name for name, row in rows.items() if "error" not in row}
-    assert set(cell["per_sample"]) == applied and "defaults" in applied
+    assert set(cell["per_sample"]) == applied and levers.BASELINE in applied
     assert "not applicable" in rows["search and held-out scored on decoded images (latent model)"]["error"]
 
     # A cell written before a lever existed (and before per-sample records) gets only that lever, plus the
@@ -53,11 +53,11 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
     redone = json.loads(path.read_text())
     rows = {row["lever"]: row for row in redone["rows"]}
     assert list(rows) == list(levers.LEVERS)
-    kept = [name for name in levers.LEVERS if name not in ("defaults", added)]
+    kept = [name for name in levers.LEVERS if name not in (levers.BASELINE, added)]
     assert all(rows[name] == next(r for r in cell["rows"] if r["lever"] == name) for name in kept)
     assert rows[added]["psnr"] == pytest.approx(next(r for r in cell["rows"] if r["lever"] == added)["psnr"])
-    assert rows["defaults"]["diff_vs_defaults"] == 0.0  # recomputed, and paired with itself again
-    tampered = {**old, "rows": [{**row, "psnr": row["psnr"] + 0.5} if row["lever"] == "defaults" else row
+    assert rows[levers.BASELINE]["diff_vs_defaults"] == 0.0  # recomputed, and paired with itself again
+    tampered = {**old, "rows": [{**row, "psnr": row["psnr"] + 0.5} if row["lever"] == levers.BASELINE else row
                                 for row in old["rows"]]}
     path.write_text(json.dumps(tampered))
     with pytest.raises(RuntimeError, match="made by other code"):
@@ -65,7 +65,7 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
 
 
 def test_a_lever_is_a_default_only_where_it_helps_somewhere_hurts_nowhere_and_every_cell_is_measured():
-    names = [name for name in levers.LEVERS if name != "defaults"]
+    names = [name for name in levers.LEVERS if name != levers.BASELINE]
     grid = [(m, s, b) for m in levers.MODELS for s in levers.STEPS for b in levers.BUDGETS]
 
     def rows(diff_of) -> list[dict]:

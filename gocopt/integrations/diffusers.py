@@ -183,7 +183,7 @@ def compile_pipeline(pipe: Any, budgets: Sequence[float], *, inputs: Sequence[di
     Calibration and search sample ``effort.search_samples`` inputs (cycling through ``inputs``),
     quality is scored on ``effort.heldout_samples`` other seeds. A pipeline's scheduler cannot
     restart a run midway, so its span table runs every span whole: by default
-    (``PIPELINE_EFFORT``) 16 search and 16 held-out samples, spans on 2 of them (whole runs cost a
+    (``PIPELINE_EFFORT``) 16 search and 8 held-out samples, spans on 2 of them (whole runs cost a
     pipeline 1.5× more per seed than lookahead costs a DiT), and as many trials as the cap pays for.
     """
     for b in budgets:

@@ -32,8 +32,8 @@ from gocopt.search.surrogate import fit_step_weights, rank_candidates
 
 def predictor_space(effort: Effort) -> tuple[str, ...]:
     """The predictors a trial may take: the suggested ones, and any extra one an always-sampled
-    candidate names (its enqueued trial must lie in the space). The default effort names none, so
-    the default space, and every default compile, stays as it was."""
+    candidate names (its enqueued trial must lie in the space): the default effort's path with the
+    shared whole-history forecast adds ``"shared"``, so the Optuna sampler may propose it too."""
     extra = tuple(dict.fromkeys(ALWAYS_SAMPLED[name].predictor for name in effort.always_sample
                                 if ALWAYS_SAMPLED[name].predictor not in PREDICTORS))
     return PREDICTORS + extra
