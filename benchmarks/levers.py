@@ -38,7 +38,7 @@ from gocopt.atomic import atomic_write_text
 from gocopt.errors import ScheduleError
 from gocopt.metrics.fidelity import psnr
 from gocopt.report import environment, markdown_table, write_json
-from gocopt.search.effort import Effort
+from gocopt.search.effort import DEFAULT_ALWAYS_SAMPLED, Effort
 
 MODELS, STEPS, BUDGETS = ("reference", "latent", "patch1"), (20, 50), (0.25, 0.5)
 SAMPLES = 128
@@ -50,6 +50,7 @@ class Lever:
 
     effort: Effort = Effort()
     decoded: bool = False
+    against: str | None = None  # the lever it is paired against (None: BASELINE)
 
 
 # What every lever is paired against: the default compile these levers were measured on. The lever
@@ -74,6 +75,12 @@ LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever) for name, le
     # the search ranks latents while users judge decoded images, and at DDIM-20/0.5 the two disagree
     "search and held-out scored on decoded images (latent model)":
         Lever(Effort(heldout_samples=16, always_sample=("global-path",)), decoded=True),
+    # after the default changed, paired against it: the composites' placements (from calibration alone)
+    # with the shared forecast, sampled as a fourth candidate
+    "+ CEM's placement (reuse prior, near-even gaps) with the shared forecast sampled":
+        Lever(Effort(always_sample=(*DEFAULT_ALWAYS_SAMPLED, "prior-path-shared")), against=NOW_DEFAULT),
+    "+ DPCache's placement (first-order forecast table) with the shared forecast sampled":
+        Lever(Effort(always_sample=(*DEFAULT_ALWAYS_SAMPLED, "forecast-path-shared")), against=NOW_DEFAULT),
 }.items()}
 MEAN_TOLERANCE_DB = 1e-6  # a recomputed lever's mean PSNR against its record: the same code gives the same samples
 
@@ -131,8 +138,8 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int,
                      "compile_work": float(work["total"]["sample_equivalents"]), "compile_seconds": seconds,
                      "trials": schedule.provenance["search"]["trials"],
                      "best_params": schedule.provenance["search"]["best_params"]})
-    base = per_sample.get(BASELINE)
     for row in rows:
+        base = per_sample.get(LEVERS[row["lever"]].against or BASELINE)
         if base is not None and row["lever"] in fresh and row["lever"] in per_sample:
             diff = per_sample[row["lever"]] - base
             row.update(diff_vs_defaults=float(diff.mean()), diff_stderr=float(diff.std(ddof=1) / np.sqrt(samples)))
@@ -161,12 +168,13 @@ def write_report(root: Path, out: Path) -> dict:
                if not cell_path(root, m, s, b).exists()]
     columns = [("model", "model", ""), ("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("lever", "lever", ""),
                ("psnr", "PSNR (dB)", ".2f"), ("psnr_stderr", "± s.e.", ".2f"),
-               ("diff_vs_defaults", "vs defaults (dB)", "+.2f"), ("diff_stderr", "± s.e.", ".2f"),
+               ("diff_vs_defaults", "vs its pair (dB)", "+.2f"), ("diff_stderr", "± s.e.", ".2f"),
                ("fd_vs_uncached", "FD", ".4f"), ("compile_work", "compile work (samples)", ".1f"),
                ("trials", "trials", ""), ("family", "search found", ""), ("note", "note", "")]
     verdicts = lever_verdicts(rows)
-    verdict_columns = [("lever", "lever", ""), ("measured", "cells measured", ""), ("helps", "helps in", ""),
-                       ("hurts", "hurts in", ""), ("range", "change (dB)", ""), ("verdict", "a default?", "")]
+    verdict_columns = [("lever", "lever", ""), ("against", "paired against", ""), ("measured", "cells measured", ""),
+                       ("helps", "helps in", ""), ("hurts", "hurts in", ""), ("range", "change (dB)", ""),
+                       ("verdict", "a default?", "")]
     text = ("# The default compile's levers, on and off, per model\n\n"
             "Built by `python -m benchmarks.levers --report` from the cells in `docs/benchmarks/levers/`. Each "
             "compile is one budget alone under the default cap (100 uncached-sample equivalents); PSNR against the "
@@ -200,7 +208,8 @@ def lever_verdicts(rows: list[dict]) -> list[dict]:
         complete = len(measured) == applicable
         verdict = ("no: hurts" if hurts else "not yet: cells missing" if not complete
                    else "yes" if helps else "no: changes nothing")
-        out.append({"lever": name, "measured": f"{len(measured)} of {applicable}",
+        against = "today's default" if LEVERS[name].against == NOW_DEFAULT else "the default before #34"
+        out.append({"lever": name, "against": against, "measured": f"{len(measured)} of {applicable}",
                     "helps": ", ".join(helps) or "—", "hurts": ", ".join(hurts) or "—",
                     "range": f"{min(diffs):+.2f} to {max(diffs):+.2f}" if diffs else "—", "verdict": verdict})
     return out

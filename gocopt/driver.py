@@ -39,7 +39,7 @@ from gocopt.search.effort import Effort, WorkPlan, default_max_samples, plan_wor
 from gocopt.search.path import EdgeTable
 from gocopt.search.shared import shared_record
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
-from gocopt.search.strategy import predictor_space, search_budget, step_weights
+from gocopt.search.strategy import family_space, predictor_space, search_budget, step_weights
 from gocopt.search.study_config import StudyConfig
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
@@ -204,7 +204,8 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     weights = step_weights(plan, edges, calibration.gram, len(flops))
     results = []
     for b in budgets:
-        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes, predictor_space(effort))
+        objective = ScheduleObjective(compiled, sampler, ctx, b, search_set, num_classes, predictor_space(effort),
+                                      family_space(effort))
         name = f"{study_name}-b{b:g}"
         metadata = {"model": identity, "sampler": sampler.describe(), "budget": b, "budgets": list(budgets),
                     "max_graphs": max_graphs, "surrogate_trials": effort.surrogate_trials,

@@ -164,19 +164,22 @@ def test_a_surrogate_led_search_always_samples_the_global_path(tiny_model, tmp_p
 def test_the_effort_names_the_candidates_sampled_whatever_the_surrogate_says(tiny_model, tmp_path):
     """``Effort.always_sample`` puts FORA's mask with the Taylor forecast among the sampled trials next
     to the global path (the surrogate, measured on the uncached trajectory, always prefers a fitted
-    forecast on the same mask); a name it does not know is refused before any work."""
+    forecast on the same mask), and the paths placed from calibration alone, whose families the
+    search does not suggest; a name it does not know is refused before any work."""
     import optuna
 
     import gocopt
     from gocopt.search.effort import Effort
-    from gocopt.search.study import GLOBAL_PATH, INTERVAL_TAYLOR
+    from gocopt.search.study import ALWAYS_SAMPLED, GLOBAL_PATH, INTERVAL_TAYLOR
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    effort = replace(QUICK, always_sample=("global-path", "interval-taylor1"), trials=3)
+    names = ("global-path", "interval-taylor1", "prior-path-shared", "forecast-path-shared")
+    effort = replace(QUICK, always_sample=names, trials=5)
     gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8), effort=effort,
                    study=gocopt.StudyConfig(storage=storage, name="s"), progress=False)
     trials = optuna.load_study(study_name="s-b0.4", storage=storage).get_trials()
-    for expected in (GLOBAL_PATH.as_params(), INTERVAL_TAYLOR.as_params()):
+    assert GLOBAL_PATH == ALWAYS_SAMPLED["global-path"] and INTERVAL_TAYLOR == ALWAYS_SAMPLED["interval-taylor1"]
+    for expected in (ALWAYS_SAMPLED[name].as_params() for name in names):
         assert any(all(t.params[k] == expected[k] for k in t.params) for t in trials), [t.params for t in trials]
     with pytest.raises(ScheduleError, match="always_sample names \\['fora'\\]"):
         Effort(always_sample=("fora",))

@@ -28,11 +28,14 @@ def _ctx(steps=20, sites=8, seed=0) -> SpaceContext:
     error = rng.uniform(0.01, 1.0, (steps, sites))
     error[0] = np.nan
     edges = measure_edges(lambda row: float(np.sum(np.flatnonzero(~row) ** 2)), steps, max_gap=steps)
-    return SpaceContext(steps, flops, np.arange(sites) // 2, np.arange(sites) % 2 == 1, error, (17,), edges=edges)
+    trajectories = np.cumsum(rng.normal(size=(sites, steps, 6)), axis=1)  # (sites, steps, features)
+    gram = np.einsum("isf,itf->ist", trajectories, trajectories)
+    return SpaceContext(steps, flops, np.arange(sites) // 2, np.arange(sites) % 2 == 1, error, (17,), gram=gram,
+                        edges=edges)
 
 
 @pytest.mark.parametrize("budget", [0.05, 0.25, 0.33, 0.5, 0.75, 1.0])
-@pytest.mark.parametrize("family", ["greedy", "interval", "l2c", "path"])
+@pytest.mark.parametrize("family", ["greedy", "interval", "l2c", "path", "prior-path", "forecast-path"])
 def test_every_candidate_meets_the_budget_within_one_site_step(budget, family):
     ctx = _ctx()
     unit = ctx.site_flops / (ctx.steps * ctx.site_flops.sum())
@@ -46,6 +49,44 @@ def test_every_candidate_meets_the_budget_within_one_site_step(budget, family):
         assert mask[0].all()
         assert cost <= budget + 1e-12
         assert cost > budget - unit.max() - 1e-12
+
+
+@pytest.mark.parametrize("steps", [20, 50])
+def test_calibrated_paths_compute_the_whole_model_where_calibration_places_it(steps):
+    """The extra families put every site's computes on one path placed from calibration alone: CEM's
+    rule (first and last step, near-even gaps, least reuse prior), widened only where it reaches no
+    path, and DPCache's (least first-order forecast error); the rest of the budget is spent after."""
+    from gocopt.search.calibrated_path import (
+        least_forecast_path,
+        least_prior_path,
+        least_prior_path_within,
+        reuse_prior,
+        taylor_forecast_errors,
+    )
+
+    ctx = _ctx(steps=steps)
+    prior = reuse_prior(ctx.gram)
+    assert least_prior_path_within(prior, 1) == [0]
+    for computes in range(2, steps + 1):
+        path = least_prior_path_within(prior, computes)
+        assert len(path) == computes and path[0] == 0 and path[-1] == steps - 1
+        try:
+            expected = least_prior_path(prior, computes)  # CEM's own rule, wherever it reaches a path
+        except ScheduleError:  # e.g. 20 steps, 3 computes: gaps of 6..8 cannot span 19 steps
+            continue
+        assert path == expected
+    with pytest.raises(ScheduleError, match="reaches step 19"):
+        least_prior_path(reuse_prior(_ctx(steps=20).gram), 3)
+    budget = 0.25
+    computes = int(budget * steps)
+    for family, path in (("prior-path", least_prior_path_within(prior, computes)),
+                         ("forecast-path", least_forecast_path(taylor_forecast_errors(ctx.gram, steps), computes,
+                                                               steps))):
+        mask = build_mask(Candidate(family=family, alpha=0.0, predictor="shared"), ctx, budget)
+        assert np.flatnonzero(mask.all(axis=1)).tolist() == path
+    without = dataclasses.replace(ctx, gram=None)
+    with pytest.raises(ScheduleError, match="prior-path family needs calibration's Gram matrices"):
+        build_mask(Candidate(family="prior-path"), without, budget)
 
 
 def test_max_run_is_respected_when_the_budget_allows():

@@ -74,9 +74,11 @@ class ScheduleObjective:
     """Maximise mean per-sample PSNR against the uncached samples, at cost ≤ budget."""
 
     def __init__(self, compiled: CachedModel, sampler: Sampler, ctx: SpaceContext, budget: float, search_set: SearchSet,
-                 num_classes: int | None, predictors: tuple[str, ...] = PREDICTORS) -> None:
-        """``predictors``: the choices a trial may take (``PREDICTORS``, and the extra ones an
-        always-sampled candidate names: an enqueued trial must lie in the space)."""
+                 num_classes: int | None, predictors: tuple[str, ...] = PREDICTORS,
+                 families: tuple[str, ...] = FAMILIES) -> None:
+        """``predictors`` and ``families``: the choices a trial may take (``PREDICTORS`` and
+        ``FAMILIES``, and the extra ones an always-sampled candidate names: an enqueued trial must
+        lie in the space)."""
         self._compiled = compiled
         self._sampler = sampler
         self._ctx = ctx
@@ -84,6 +86,7 @@ class ScheduleObjective:
         self._set = search_set
         self._num_classes = num_classes
         self._predictors = predictors
+        self._families = families
 
     def schedule(self, candidate: Candidate, name: str = "") -> Schedule:
         mask = build_mask(candidate, self._ctx, self._budget)
@@ -106,7 +109,7 @@ class ScheduleObjective:
         return value
 
     def __call__(self, trial: optuna.Trial) -> float:
-        families = FAMILIES if self._ctx.edges is not None else tuple(f for f in FAMILIES if f != "path")
+        families = tuple(f for f in self._families if self._ctx.edges is not None or f != "path")
         candidate = suggest(trial, families, self._predictors)
         schedule = self.schedule(candidate)
         cost = schedule.cost(self._ctx.site_flops)

@@ -26,13 +26,23 @@ from gocopt.schedule.fit import fit_predictor, fit_shared
 from gocopt.schedule.goc import GOCConfig
 from gocopt.schedule.named import interval_covering, l2c_mask
 from gocopt.schedule.predictors import Predictor, Taylor
+from gocopt.search.calibrated_path import (
+    least_forecast_path,
+    least_prior_path_within,
+    reuse_prior,
+    taylor_forecast_errors,
+)
 from gocopt.search.graphs import DEFAULT_MAX_GRAPHS, limit_graphs
 from gocopt.search.path import EdgeTable, best_path, path_mask
 
-FAMILIES = ("greedy", "interval", "l2c", "path")
+FAMILIES = ("greedy", "interval", "l2c", "path")  # what the search suggests
+# Built when a candidate names them, like EXTRA_PREDICTORS: whole-model compute steps placed from
+# calibration alone (:mod:`gocopt.search.calibrated_path`), by the reuse prior with near-even gaps
+# (CEM's rule) or by the first-order forecast table (DPCache's)
+EXTRA_FAMILIES = ("prior-path", "forecast-path")
 PREDICTORS = ("goc", "taylor1", "taylor2", "fitted2", "fitted3", "fitted4")  # what the search suggests
 # Built when a candidate names them (``Effort.always_sample``), not suggested: adding a choice to the
-# suggested space would move every default compile, which only the levers protocol may do (issue #34)
+# suggested space would move every compile, which only the levers protocol may do (issue #34)
 EXTRA_PREDICTORS = ("shared",)  # whole history, one forecast per group of sites computed alike
 
 
@@ -174,8 +184,11 @@ def build_mask(candidate: Candidate, ctx: SpaceContext, budget: float) -> np.nda
         start = np.ones((ctx.steps, n), dtype=bool)
     elif candidate.family == "path":
         start = group_paths(candidate, ctx, budget)
+    elif candidate.family in EXTRA_FAMILIES:
+        start = path_mask(calibrated_path(candidate, ctx, budget), ctx.steps, n)
     else:
-        raise ScheduleError(f"unknown candidate family {candidate.family!r}; expected one of {FAMILIES}")
+        raise ScheduleError(f"unknown candidate family {candidate.family!r}; expected one of "
+                            f"{FAMILIES + EXTRA_FAMILIES}")
     scores = priority(candidate, ctx)
     mask = fill_to_budget(start, scores, ctx.site_flops, budget, candidate.max_run)
     return mask if ctx.max_graphs is None else limit_graphs(mask, scores, ctx.site_flops, budget, ctx.max_graphs)
@@ -207,6 +220,20 @@ def group_paths(candidate: Candidate, ctx: SpaceContext, budget: float,
     n = len(ctx.site_flops)
     mask = path_mask(best_path(attn_table, attn), ctx.steps, n, np.flatnonzero(~ctx.site_is_mlp).tolist())
     return path_mask(best_path(mlp_table, mlp), ctx.steps, n, np.flatnonzero(ctx.site_is_mlp).tolist(), mask)
+
+
+def calibrated_path(candidate: Candidate, ctx: SpaceContext, budget: float) -> list[int]:
+    """The whole model's compute steps, ``path_share`` of the budget, placed from calibration's Gram
+    matrices alone: by the reuse prior with near-even gaps (``prior-path``) or by the first-order
+    forecast table (``forecast-path``, gaps up to the span table's ``max_gap``, else any)."""
+    if ctx.gram is None:
+        raise ScheduleError(f"the {candidate.family} family needs calibration's Gram matrices (SpaceContext.gram)")
+    computes = min(ctx.steps, max(1, math.floor(candidate.path_share * budget * ctx.steps + 1e-9)))
+    if candidate.family == "prior-path":
+        return least_prior_path_within(reuse_prior(ctx.gram), computes)
+    max_gap = ctx.edges.max_gap if ctx.edges is not None else ctx.steps
+    max_gap = max(max_gap, math.ceil(ctx.steps / computes))  # few computes need long gaps
+    return least_forecast_path(taylor_forecast_errors(ctx.gram, max_gap), computes, max_gap)
 
 
 def build_goc(candidate: Candidate, ctx: SpaceContext) -> GOCConfig:

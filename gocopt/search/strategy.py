@@ -24,7 +24,7 @@ import numpy as np
 from gocopt.search.effort import Effort, WorkPlan
 from gocopt.search.objective import ScheduleObjective
 from gocopt.search.path import EdgeTable
-from gocopt.search.space import PREDICTORS, Candidate, SpaceContext
+from gocopt.search.space import FAMILIES, PREDICTORS, Candidate, SpaceContext
 from gocopt.search.study import ALWAYS_SAMPLED, SEED_CANDIDATES, SearchResult, run_search
 from gocopt.search.study_config import StudyConfig
 from gocopt.search.surrogate import fit_step_weights, rank_candidates
@@ -37,6 +37,14 @@ def predictor_space(effort: Effort) -> tuple[str, ...]:
     extra = tuple(dict.fromkeys(ALWAYS_SAMPLED[name].predictor for name in effort.always_sample
                                 if ALWAYS_SAMPLED[name].predictor not in PREDICTORS))
     return PREDICTORS + extra
+
+
+def family_space(effort: Effort) -> tuple[str, ...]:
+    """The families a trial may take: the suggested ones, and any extra one an always-sampled
+    candidate names (a path placed from calibration alone)."""
+    extra = tuple(dict.fromkeys(ALWAYS_SAMPLED[name].family for name in effort.always_sample
+                                if ALWAYS_SAMPLED[name].family not in FAMILIES))
+    return FAMILIES + extra
 
 
 def step_weights(plan: WorkPlan, edges: EdgeTable, gram: np.ndarray | None, num_sites: int) -> np.ndarray | None:
@@ -66,4 +74,4 @@ def search_budget(objective: ScheduleObjective, ctx: SpaceContext, plan: WorkPla
                       first=None if weights is None else first, optuna_sampler=study.optuna_sampler)
 
 
-__all__ = ["predictor_space", "search_budget", "step_weights"]
+__all__ = ["family_space", "predictor_space", "search_budget", "step_weights"]

@@ -53,7 +53,12 @@ ALWAYS_SAMPLED = {"global-path": GLOBAL_PATH, "interval-taylor1": INTERVAL_TAYLO
                   "path-taylor2": replace(GLOBAL_PATH, predictor="taylor2"),
                   # the global path with the whole-history forecast shared by sites computed alike:
                   # what the composites that beat gocopt at DDIM-50 pair (a placed path + L2P-style)
-                  "path-shared": replace(GLOBAL_PATH, predictor="shared")}
+                  "path-shared": replace(GLOBAL_PATH, predictor="shared"),
+                  # the whole model computed where calibration alone places it (CEM's reuse prior with
+                  # near-even gaps; DPCache's forecast table), with the shared forecast: the composites'
+                  # placements, which beat the span table's in the head-to-head's DDIM-50 cells
+                  "prior-path-shared": Candidate(family="prior-path", alpha=0.0, predictor="shared"),
+                  "forecast-path-shared": Candidate(family="forecast-path", alpha=0.0, predictor="shared")}
 
 # Enqueued first in every new study: the baselines at the study's budget, the peers' predictors
 # on them, the global path with fitted forecasts, and calibration-greedy.
