@@ -113,7 +113,7 @@ def plan_compile(effort: Effort | None, sampler: Sampler, budgets: Sequence[floa
                              "max_gap": max_gap_for(budgets, sampler.steps),
                              "restartable": restartable(sampler, num_classes) is not None}
     if max_samples is None and effort.trials is None:
-        fewest = max(effort.fewest_trials, len(effort.always_sample))  # the raised cap samples every always-sampled one
+        fewest = max(effort.fewest_trials, len(effort.always_names))  # the raised cap samples every always-sampled one
         least = plan_work(effort.with_overrides(trials=fewest), **shape, max_samples=None).total
         max_samples = default_max_samples(len(budgets))
         if least > max_samples + 1e-9:

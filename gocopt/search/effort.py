@@ -22,6 +22,7 @@ from typing import Any
 
 from gocopt.errors import ScheduleError
 from gocopt.search.graphs import DEFAULT_MAX_GRAPHS, check_max_graphs
+from gocopt.search.space import Candidate
 from gocopt.search.spans import SPAN_METHODS, SPAN_SEEDS, span_image_steps
 from gocopt.search.study import ALWAYS_SAMPLED, SEED_CANDIDATES
 
@@ -103,10 +104,10 @@ class Effort:
             object.__setattr__(self, "always_sample", self._default_always)
         if self.span_method not in SPAN_METHODS:
             raise ScheduleError(f"Effort.span_method={self.span_method!r}; expected one of {SPAN_METHODS}")
-        unknown = [name for name in self.always_sample if name not in ALWAYS_SAMPLED]
+        unknown = [name for name in self.always_names if name not in ALWAYS_SAMPLED]
         if unknown:
             raise ScheduleError(f"Effort.always_sample names {unknown}; expected names from {tuple(ALWAYS_SAMPLED)}")
-        unseeded = [name for name in self.always_sample if ALWAYS_SAMPLED[name] not in SEED_CANDIDATES]
+        unseeded = [name for name in self.always_names if ALWAYS_SAMPLED[name] not in SEED_CANDIDATES]
         if not self.surrogate_trials and unseeded:  # without a surrogate the study starts from SEED_CANDIDATES
             raise ScheduleError(f"Effort.always_sample names {unseeded}, which only a surrogate-led search samples, "
                                 "but surrogate_trials=0; give surrogate_trials > 0 or leave them out")
@@ -131,6 +132,16 @@ class Effort:
         if "surrogate_trials" in given and "always_sample" not in given and self.always_sample == self._default_always:
             given["always_sample"] = None
         return replace(self, **given)
+
+    @property
+    def always_names(self) -> tuple[str, ...]:
+        """``always_sample`` as resolved when the effort was made (never ``None``)."""
+        return self.always_sample if self.always_sample is not None else self._default_always
+
+    @property
+    def always_candidates(self) -> tuple[Candidate, ...]:
+        """The candidates sampled whatever the surrogate ranks them."""
+        return tuple(ALWAYS_SAMPLED[name] for name in self.always_names)
 
     @property
     def _default_always(self) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from gocopt.search.effort import Effort, WorkPlan
 from gocopt.search.objective import ScheduleObjective
 from gocopt.search.path import EdgeTable
 from gocopt.search.space import FAMILIES, PREDICTORS, Candidate, SpaceContext
-from gocopt.search.study import ALWAYS_SAMPLED, SEED_CANDIDATES, SearchResult, run_search
+from gocopt.search.study import SEED_CANDIDATES, SearchResult, run_search
 from gocopt.search.study_config import StudyConfig
 from gocopt.search.surrogate import fit_step_weights, rank_candidates
 
@@ -34,16 +34,14 @@ def predictor_space(effort: Effort) -> tuple[str, ...]:
     """The predictors a trial may take: the suggested ones, and any extra one an always-sampled
     candidate names (its enqueued trial must lie in the space): the default effort's path with the
     shared whole-history forecast adds ``"shared"``, so the Optuna sampler may propose it too."""
-    extra = tuple(dict.fromkeys(ALWAYS_SAMPLED[name].predictor for name in effort.always_sample
-                                if ALWAYS_SAMPLED[name].predictor not in PREDICTORS))
+    extra = tuple(dict.fromkeys(c.predictor for c in effort.always_candidates if c.predictor not in PREDICTORS))
     return PREDICTORS + extra
 
 
 def family_space(effort: Effort) -> tuple[str, ...]:
     """The families a trial may take: the suggested ones, and any extra one an always-sampled
     candidate names (a path placed from calibration alone)."""
-    extra = tuple(dict.fromkeys(ALWAYS_SAMPLED[name].family for name in effort.always_sample
-                                if ALWAYS_SAMPLED[name].family not in FAMILIES))
+    extra = tuple(dict.fromkeys(c.family for c in effort.always_candidates if c.family not in FAMILIES))
     return FAMILIES + extra
 
 
@@ -66,7 +64,7 @@ def search_budget(objective: ScheduleObjective, ctx: SpaceContext, plan: WorkPla
         assert ctx.gram is not None and weights is not None, "a surrogate needs calibration's Gram matrices"
         ranked = rank_candidates(objective.schedule, ctx.gram, weights, trials=effort.surrogate_trials,
                                  keep=plan.trials, seed=effort.seed, seeds=SEED_CANDIDATES,
-                                 always=tuple(ALWAYS_SAMPLED[name] for name in effort.always_sample))
+                                 always=effort.always_candidates)
         return [candidate for candidate, _ in ranked]
 
     return run_search(objective, trials=plan.trials, seed=effort.seed, storage=study.storage, study_name=study_name,
