@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +56,16 @@ class Lever:
 # What every lever is paired against: the default compile these levers were measured on. The lever
 # that won (the shared forecast and Taylor 1st sampled, held-out on 8 seeds) is ``Effort()`` since.
 BASELINE = "defaults before issue #34 (held-out on 16 seeds; the global path alone sampled)"
+BEFORE_34 = Effort(heldout_samples=16, always_sample=("global-path",))  # that baseline's effort
 NOW_DEFAULT = ("held-out on 8 seeds; global path with the whole-history shared forecast and FORA's mask with "
                "Taylor 1st sampled")
 
 LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever) for name, lever in {
-    BASELINE: Effort(heldout_samples=16, always_sample=("global-path",)),
+    BASELINE: BEFORE_34,
     # the default compile affords two sampled trials on both models at DDIM-20 (the surrogate's best and
     # the global path), so a candidate sampled "always" must take one of those two places ...
     "Taylor 1st on FORA's mask sampled instead of the global path":
-        Effort(heldout_samples=16, always_sample=("interval-taylor1",)),
+        replace(BEFORE_34, always_sample=("interval-taylor1",)),
     # ... or be paid for: held-out scoring on 8 seeds instead of 16 frees two trials under the same cap
     "held-out on 8 seeds; Taylor forecasts sampled (FORA's mask 1st, 2nd; path 2nd)":
         Effort(heldout_samples=8,
@@ -74,7 +75,7 @@ LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever) for name, le
     NOW_DEFAULT: Effort(),
     # the search ranks latents while users judge decoded images, and at DDIM-20/0.5 the two disagree
     "search and held-out scored on decoded images (latent model)":
-        Lever(Effort(heldout_samples=16, always_sample=("global-path",)), decoded=True),
+        Lever(BEFORE_34, decoded=True),
     # after the default changed, paired against it: the composites' placements (from calibration alone)
     # with the shared forecast, sampled as a fourth candidate
     "+ CEM's placement (reuse prior, near-even gaps) with the shared forecast sampled":
