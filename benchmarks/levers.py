@@ -38,50 +38,69 @@ from gocopt.atomic import atomic_write_text
 from gocopt.errors import ScheduleError
 from gocopt.metrics.fidelity import psnr
 from gocopt.report import environment, markdown_table, write_json
-from gocopt.search.effort import DEFAULT_ALWAYS_SAMPLED, Effort
+from gocopt.search.effort import Effort
 
-MODELS, STEPS, BUDGETS = ("reference", "latent", "patch1"), (20, 50), (0.25, 0.5)
+MODELS, STEPS, BUDGETS = ("reference", "latent", "patch1"), (20, 50), (0.25, 0.35, 0.5, 0.75)
+FIRST_BUDGETS = (0.25, 0.5)  # the grid's budgets until the default changed: the levers decided then
 SAMPLES = 128
 CELLS = Path("docs/benchmarks/levers")
+
+
 @dataclass(frozen=True)
 class Lever:
-    """One change to the default compile: its effort, and whether the search scores decoded images
-    (``DiTSpec(decode=...)``; only a latent model has a decoder, the others' samples are their images)."""
+    """One change to the default compile: its effort, whether the search scores decoded images
+    (``DiTSpec(decode=...)``; only a latent model has a decoder, the others' samples are their images),
+    what it is paired against, and the budgets it is measured at."""
 
     effort: Effort = Effort()
     decoded: bool = False
     against: str | None = None  # the lever it is paired against (None: BASELINE)
+    budgets: tuple[float, ...] = BUDGETS
 
 
 # What every lever is paired against: the default compile these levers were measured on. The lever
-# that won (the shared forecast and Taylor 1st sampled, held-out on 8 seeds) is ``Effort()`` since.
+# that won (the shared forecast and Taylor 1st sampled, held-out on 8 seeds) was the default next.
 BASELINE = "defaults before issue #34 (held-out on 16 seeds; the global path alone sampled)"
-BEFORE_34 = Effort(heldout_samples=16, always_sample=("global-path",))  # that baseline's effort
+BEFORE_34 = Effort(heldout_samples=16, always_sample=("global-path",), damping_seeds=3)  # that baseline's effort
 NOW_DEFAULT = ("held-out on 8 seeds; global path with the whole-history shared forecast and FORA's mask with "
                "Taylor 1st sampled")
+FIRST_34 = Effort(always_sample=("global-path", "path-shared", "interval-taylor1"), damping_seeds=3)  # its effort
 
-LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever) for name, lever in {
-    BASELINE: BEFORE_34,
+LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever, budgets=FIRST_BUDGETS) for name, lever in {
+    BASELINE: Lever(BEFORE_34),
     # the default compile affords two sampled trials on both models at DDIM-20 (the surrogate's best and
     # the global path), so a candidate sampled "always" must take one of those two places ...
     "Taylor 1st on FORA's mask sampled instead of the global path":
         replace(BEFORE_34, always_sample=("interval-taylor1",)),
     # ... or be paid for: held-out scoring on 8 seeds instead of 16 frees two trials under the same cap
     "held-out on 8 seeds; Taylor forecasts sampled (FORA's mask 1st, 2nd; path 2nd)":
-        Effort(heldout_samples=8,
-               always_sample=("global-path", "interval-taylor1", "interval-taylor2", "path-taylor2")),
-    # the composites that beat gocopt at DDIM-50 pair a placed path with a whole-history forecast
-    # (Effort(heldout_samples=8, always_sample=("global-path", "path-shared", "interval-taylor1")))
-    NOW_DEFAULT: Effort(),
+        replace(FIRST_34, always_sample=("global-path", "interval-taylor1", "interval-taylor2", "path-taylor2")),
+    # the composites that beat gocopt at DDIM-50 pair a placed path with a whole-history forecast. Its rows
+    # were measured before the span table took calibration's latents (the next lever but two)
+    NOW_DEFAULT: Lever(FIRST_34),
     # the search ranks latents while users judge decoded images, and at DDIM-20/0.5 the two disagree
     "search and held-out scored on decoded images (latent model)":
-        Lever(BEFORE_34, decoded=True),
+        Lever(BEFORE_34, decoded=True, budgets=FIRST_BUDGETS),
     # after the default changed, paired against it: the composites' placements (from calibration alone)
     # with the shared forecast, sampled as a fourth candidate
     "+ CEM's placement (reuse prior, near-even gaps) with the shared forecast sampled":
-        Lever(Effort(always_sample=(*DEFAULT_ALWAYS_SAMPLED, "prior-path-shared")), against=NOW_DEFAULT),
+        Lever(replace(FIRST_34, always_sample=(*FIRST_34.always_names, "prior-path-shared")), against=NOW_DEFAULT,
+              budgets=FIRST_BUDGETS),
     "+ DPCache's placement (first-order forecast table) with the shared forecast sampled":
-        Lever(Effort(always_sample=(*DEFAULT_ALWAYS_SAMPLED, "forecast-path-shared")), against=NOW_DEFAULT),
+        Lever(replace(FIRST_34, always_sample=(*FIRST_34.always_names, "forecast-path-shared")), against=NOW_DEFAULT),
+    # the span table's uncached latents taken from calibration (no model work; the same latents, but from
+    # calibration's batch of 8, so equal to float rounding): 3 samples' work less, a fifth trial at
+    # DDIM-50/0.35 and a sixth at 0.75 under the same cap ...
+    "the span table's latents from calibration: the work saved buys a trial":
+        Lever(FIRST_34, against=NOW_DEFAULT),
+    # ... and its damping (its runs to the end) measured on one seed of three: 7–8 samples' work less in
+    # all, a fifth trial at 0.25, a sixth at 0.5 ...
+    "... and the damping on 1 span seed of 3: the work saved buys a trial":
+        Lever(replace(FIRST_34, damping_seeds=1), against=NOW_DEFAULT),
+    # ... which pays for DPCache's placement at every budget
+    "... and DPCache's placement sampled in the trial it buys":
+        Lever(replace(FIRST_34, damping_seeds=1, always_sample=(*FIRST_34.always_names, "forecast-path-shared")),
+              against=NOW_DEFAULT),
 }.items()}
 MEAN_TOLERANCE_DB = 1e-6  # a recomputed lever's mean PSNR against its record: the same code gives the same samples
 
@@ -107,7 +126,7 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int,
                   if name in kept}
     rows, fresh = [], set()
     decoder = evaluator.images if getattr(evaluator, "decode", None) is not None else None
-    for name, lever in LEVERS.items():
+    for name, lever in levers_at(budget).items():
         if name in kept and (name in per_sample or name != BASELINE):
             rows.append(kept[name])
             continue
@@ -150,12 +169,17 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int,
             "per_sample": {name: [round(float(v), 6) for v in values] for name, values in per_sample.items()}}
 
 
-def missing_levers(path: Path) -> list[str]:
-    """The levers a written cell lacks (all of them where none is written)."""
+def levers_at(budget: float) -> dict[str, Lever]:
+    """The levers measured at ``budget``."""
+    return {name: lever for name, lever in LEVERS.items() if any(abs(budget - b) < 1e-9 for b in lever.budgets)}
+
+
+def missing_levers(path: Path, budget: float) -> list[str]:
+    """The levers a written cell at ``budget`` lacks (all of them where none is written)."""
     if not path.exists():
-        return list(LEVERS)
+        return list(levers_at(budget))
     written = {row["lever"] for row in json.loads(path.read_text())["rows"]}
-    return [name for name in LEVERS if name not in written]
+    return [name for name in levers_at(budget) if name not in written]
 
 
 def write_report(root: Path, out: Path) -> dict:
@@ -203,7 +227,7 @@ def lever_verdicts(rows: list[dict]) -> list[dict]:
         measured = [r for r in rows if r["lever"] == name and "diff_vs_defaults" in r]
         # every cell of the grid counts, written or not, except on a model the lever does not apply to
         not_applicable = {r["model"] for r in rows if r["lever"] == name and "not applicable" in r.get("error", "")}
-        applicable = sum(model not in not_applicable for model in MODELS for _ in STEPS for _ in BUDGETS)
+        applicable = sum(model not in not_applicable for model in MODELS for _ in STEPS for _ in LEVERS[name].budgets)
         helps, hurts = _beyond(measured, 1), _beyond(measured, -1)
         diffs = [r["diff_vs_defaults"] for r in measured]
         complete = len(measured) == applicable
@@ -239,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             for steps in args.steps or STEPS:
                 for budget in args.budget or BUDGETS:
                     path = cell_path(args.cells, model, steps, budget)
-                    if not missing_levers(path):
+                    if not missing_levers(path, budget):
                         print(f"{path} already written", flush=True)
                         continue
                     previous = json.loads(path.read_text()) if path.exists() else None

@@ -175,21 +175,26 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
     fingerprint = model_fingerprint(model, compiled.sites)
     identity = {k: fingerprint.get(k) for k in ("class", "parameters_sha256", "weights_sha256", "config")}
     span_seeds, max_gap = slice(0, effort.span_seeds), max_gap_for(budgets, sampler.steps)
+    restarts = restartable(sampler, num_classes) is not None  # the spans start from calibration's latents
 
     def measure() -> dict[str, Any]:
         with meter.phase("calibration"):
-            calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds))
+            calibration = calibrate(compiled, sampler, labels, noise, num_classes=num_classes, seeds=tuple(seeds),
+                                    keep_latents=restarts)
         with meter.phase("spans"):
             edges = measure_spans(compiled, sampler, labels[span_seeds], noise[span_seeds],
                                   calibration.samples[span_seeds], max_gap=max_gap, gram=calibration.gram,
-                                  num_classes=num_classes, progress=progress, method=effort.span_method)
+                                  num_classes=num_classes, progress=progress, method=effort.span_method,
+                                  latents=None if calibration.latents is None
+                                  else [x[span_seeds] for x in calibration.latents],
+                                  damping_seeds=effort.damping_seeds)
         return {"calibration": calibration.to_record(), "edges": edges.to_record()}
 
     search_seeds = [int(seeds[0]), int(seeds[-1]), len(seeds)]
     # budgets, though only max_gap (derived from them) shapes the record: the refusal names what the user changed
     measured_for = {"model": identity, "sampler": sampler.describe(), "budgets": list(budgets),
                     "search_seeds": search_seeds, "span_seeds": effort.span_seeds, "span_method": effort.span_method,
-                    "max_gap": max_gap}
+                    "damping_seeds": effort.damping_seeds, "max_gap": max_gap}
     record = shared_record(study.storage, study_name, measured_for, measure)  # measured here, or by the study's first
     calibration, edges = Calibration.from_record(record["calibration"]), EdgeTable.from_record(record["edges"])
     flops = np.asarray(compiled.site_flops, dtype=np.float64)

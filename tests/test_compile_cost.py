@@ -51,6 +51,44 @@ def test_the_span_table_costs_what_was_planned(tiny_model, method):
     assert all(np.isfinite(e) and e >= 0 for e in table.error.values())
 
 
+def test_the_span_table_starts_from_calibrations_latents_and_measures_damping_on_fewer_seeds(tiny_model):
+    """Calibration keeps the uncached latents the span table would run again (the model's own, bit
+    for bit, on calibration's batch); given the latents, the table is the same and costs a run less
+    per seed. Damping measured on the first seed alone costs what was planned and changes one factor
+    per end step, nothing else."""
+    from gocopt.calibrate.statistics import calibrate
+
+    sampler = DDIMSampler(steps=8, guidance_scale=4.0, clip_denoised=False)
+    spec = dit_spec(tiny_model)
+    compiled = cache_model(tiny_model, None, sampler_call(tiny_model, sampler, spec))
+    noise, labels = initial_noise([5, 6, 7], spec.latent_shape), torch.tensor([1, 2, 3])
+    calibration = calibrate(compiled, sampler, labels, noise, num_classes=spec.num_classes, keep_latents=True)
+    assert calibration.latents is not None and len(calibration.latents) == 9
+    assert torch.equal(calibration.latents[-1].cpu(), calibration.samples)
+    own = sampler.latents(tiny_model, labels, noise, num_classes=spec.num_classes)
+    assert all(torch.equal(a, b) for a, b in zip(calibration.latents, own))
+    assert calibrate(compiled, sampler, labels, noise, num_classes=spec.num_classes).latents is None
+    span = labels[:2], noise[:2], calibration.samples[:2]
+    options = {"max_gap": 4, "gram": calibration.gram, "num_classes": spec.num_classes}
+    spent, tables = {}, {}
+    latents = sampler.latents(tiny_model, *span[:2], num_classes=spec.num_classes)  # what the table would run
+    for name, extra in {"measured": {}, "given": {"latents": latents},
+                        "one seed": {"latents": latents, "damping_seeds": 1}}.items():
+        meter = work_meter([compiled, tiny_model], sampler)
+        with meter, meter.phase("spans"):
+            tables[name] = measure_spans(compiled, sampler, *span, **options, **extra)
+        spent[name] = meter.summary()["phases"]["spans"]["image_steps"]
+    assert tables["given"].error == tables["measured"].error
+    assert spent["measured"] - spent["given"] == 2 * 8
+    assert spent["one seed"] == span_image_steps(8, 4, 3, "lookahead", True, seeds=2, damping_seeds=1,
+                                                 latents_given=True) < spent["given"]
+    ratios = {span: tables["one seed"].error[span] / error for span, error in tables["given"].error.items()}
+    for d in {d for _, d in ratios}:  # one factor per end step scales every span ending there
+        factors = [r for (_, e), r in ratios.items() if e == d]
+        assert np.allclose(factors, factors[0])
+    assert all(ratios[(c, 8)] == 1.0 for c in range(4, 6))  # exactly 1 at the end, whatever the seeds
+
+
 def test_lookahead_ends_at_the_final_sample_exactly_like_end_to_end(tiny_model):
     """A span that reuses to the end is weighed by the final sample in both methods: same number."""
     sampler = DDIMSampler(steps=8, guidance_scale=4.0, clip_denoised=False)

@@ -48,7 +48,7 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
     old = {**cell, "rows": [row for row in cell["rows"] if row["lever"] != added]}
     del old["per_sample"]
     path.write_text(json.dumps(old))
-    assert levers.missing_levers(path) == [added]
+    assert levers.missing_levers(path, 0.5) == [added]
     levers.main(args)
     redone = json.loads(path.read_text())
     rows = {row["lever"]: row for row in redone["rows"]}
@@ -66,11 +66,13 @@ def test_a_levers_cell_scores_every_lever_against_the_defaults_once_and_takes_ne
 
 def test_a_lever_is_a_default_only_where_it_helps_somewhere_hurts_nowhere_and_every_cell_is_measured():
     names = [name for name in levers.LEVERS if name != levers.BASELINE]
-    grid = [(m, s, b) for m in levers.MODELS for s in levers.STEPS for b in levers.BUDGETS]
+    grid = {name: [(m, s, b) for m in levers.MODELS for s in levers.STEPS for b in levers.LEVERS[name].budgets]
+            for name in names}
+    assert {len(cells) for cells in grid.values()} == {12, 24}  # the first grid's levers, and the later ones
 
     def rows(diff_of) -> list[dict]:
         return [{"model": m, "steps": s, "budget": b, "lever": name, "diff_vs_defaults": diff_of(m, s, b),
-                 "diff_stderr": 0.1} for m, s, b in grid for name in names]
+                 "diff_stderr": 0.1} for name in names for m, s, b in grid[name]]
 
     helped = levers.lever_verdicts(rows(lambda m, s, b: 0.5 if m == "latent" else 0.1))
     verdict = {v["lever"]: v["verdict"] for v in helped}
@@ -79,4 +81,6 @@ def test_a_lever_is_a_default_only_where_it_helps_somewhere_hurts_nowhere_and_ev
     assert {v["verdict"] for v in hurt} == {"no: hurts"} and "patch1 50/0.25" in hurt[0]["hurts"]
     partial = levers.lever_verdicts(rows(lambda m, s, b: 0.5)[1:])
     assert partial[0]["verdict"] == "not yet: cells missing"
-    assert partial[0]["measured"] == f"{len(grid) - 1} of {len(grid)}"
+    first = grid[names[0]]
+    assert partial[0]["measured"] == f"{len(first) - 1} of {len(first)}"
+    assert all(v["verdict"] == "yes" for v in partial[1:])

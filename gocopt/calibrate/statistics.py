@@ -48,6 +48,10 @@ class Calibration:
     labels: torch.Tensor
     seeds: tuple[int, ...]
     gram: np.ndarray | None = None  # (sites, steps, steps): trajectory inner products, contexts summed
+    # the latent before every step, then the sample (``keep_latents``): where the span table starts its
+    # runs, so it need not run the uncached model again. Not part of the record: only the process that
+    # calibrates measures spans.
+    latents: list[torch.Tensor] | None = None
 
     def save(self, path: str | Path) -> None:
         """The statistics as CSV (the samples are cheap to regenerate from the seeds)."""
@@ -101,8 +105,11 @@ def _in_context(context: str) -> str:
 @torch.no_grad()
 def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor, *,
               num_classes: int | None,
-              seeds: tuple[int, ...] | None = None) -> Calibration:
+              seeds: tuple[int, ...] | None = None, keep_latents: bool = False) -> Calibration:
     """Run ``sampler`` once on the uncached model and collect per-(step, site) statistics.
+
+    ``keep_latents``: keep the latent before every step (``Calibration.latents``); the sampler must
+    have ``latents()`` (gocopt's DDIM), whose last one is the sample ``sample()`` would give.
 
     Raises :class:`~gocopt.errors.CalibrationError` at the first site output that is not finite,
     naming the step and the site (or, when every site stayed finite, at non-finite samples): no
@@ -147,7 +154,11 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
     try:
         with compiled.runtime.observing(observe):
             compiled.reset()
-            samples = sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
+            if keep_latents:
+                latents = sampler.latents(compiled, labels, noise, num_classes=num_classes)  # type: ignore[attr-defined]
+                samples = latents[-1].cpu()
+            else:
+                latents, samples = None, sampler.sample(compiled, labels, noise, num_classes=num_classes).cpu()
     finally:
         compiled.set_schedule(previous, log=False)
     bad = first_non_finite(samples)
@@ -167,4 +178,4 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
             stacked = torch.stack(values)
             gram[site] += (stacked @ stacked.T).numpy()
     return Calibration(stats, samples, labels.cpu(), tuple(seeds) if seeds is not None else tuple(range(len(labels))),
-                       gram)
+                       gram, latents)

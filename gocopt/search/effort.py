@@ -50,6 +50,8 @@ class Effort:
             reference the search scores candidates on.
         span_seeds: of those, the ones the span table is measured on.
         span_method: ``"lookahead"`` or ``"end-to-end"`` (:func:`gocopt.search.spans.measure_spans`).
+        damping_seeds: of the span seeds, the ones ``lookahead`` measures its damping on (spans run
+            to the end).
         surrogate_trials: candidates per budget ranked by the surrogate (no model work); its best
             distinct schedules are the search's first trials. 0: no surrogate (the study starts from
             ``SEED_CANDIDATES`` and TPE on sampled scores).
@@ -73,6 +75,7 @@ class Effort:
     search_samples: int = 8
     span_seeds: int = 3  # 2 proved fragile: one cell moved 4.6 dB between two measurements (issue #20 note)
     span_method: str = "lookahead"
+    damping_seeds: int = 3  # of the span seeds (all of them by default)
     surrogate_trials: int = 1000
     trials: int | None = None
     heldout_samples: int = 8  # 16 bought a report's number, not a better schedule; 8 more pays a trial (issue #34)
@@ -97,7 +100,7 @@ class Effort:
         return cls(search_samples=16, span_seeds=2)
 
     def __post_init__(self) -> None:
-        for name in ("search_samples", "span_seeds", "heldout_samples"):
+        for name in ("search_samples", "span_seeds", "damping_seeds", "heldout_samples"):
             if getattr(self, name) < 1:
                 raise ScheduleError(f"Effort.{name}={getattr(self, name)}: must be at least 1")
         if self.always_sample is None:  # resolved here, so the repr and equality show what will run
@@ -195,7 +198,8 @@ def plan_work(effort: Effort, *, steps: int, budgets: int, max_gap: int, restart
     fixed = {
         "tracing": TRACING_IMAGE_STEPS / steps,
         "calibration": float(effort.search_samples),
-        "spans": span_seeds * span_image_steps(steps, max_gap, history, method, restartable) / steps,
+        "spans": span_image_steps(steps, max_gap, history, method, restartable, seeds=span_seeds,
+                                  damping_seeds=effort.damping_seeds, latents_given=True) / steps,
         "held-out scoring": float(effort.heldout_samples * (1 + budgets * (3 if effort.baselines else 1))),
     }
     per_trial = budgets * effort.search_samples

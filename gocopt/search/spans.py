@@ -55,7 +55,8 @@ def max_gap_for(budgets: Sequence[float], steps: int) -> int:
 def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noise: torch.Tensor,
                   reference: torch.Tensor, *, max_gap: int, gram: np.ndarray | None, history: int = 3,
                   num_classes: int | None, sites: Sequence[int] | None = None, progress: bool = False,
-                  method: str = "lookahead") -> EdgeTable:
+                  method: str = "lookahead", latents: Sequence[torch.Tensor] | None = None,
+                  damping_seeds: int | None = None) -> EdgeTable:
     """Every span up to ``max_gap`` steps, under a fitted predictor of ``history`` values (plain
     reuse when ``gram`` is None), on the given seeds; restores the model's schedule after.
     ``sites``: the site indices a span reuses (all by default); the others are computed at every step.
@@ -67,6 +68,11 @@ def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor,
     apply (:func:`_damped`, four spans run to the end); the spans that start at ``c`` are one run
     (they share every step up to their ends, where they stop). About ``history + max_gap`` image-steps
     per start and seed, and four runs to the end: 15–30× less model work than end to end.
+
+    ``latents``: the uncached run's latents of these seeds (:class:`Calibration` keeps them), which a
+    restartable run starts its spans from; measured here when not given. ``damping_seeds``: the first
+    this many seeds measure the damping (all by default): its runs to the end are a quarter to a third of
+    the table's work, and the factor is the sampler's, far more alike across seeds than the errors are.
     """
     if method not in SPAN_METHODS:
         raise ScheduleError(f"span method {method!r}; expected one of {SPAN_METHODS}")
@@ -74,7 +80,8 @@ def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor,
     columns = list(range(len(ids))) if sites is None else list(sites)
     timesteps = tuple(sampler.timesteps) if sampler.timesteps is not None else None
     ddim = restartable(sampler, num_classes)
-    latents = ddim.latents(compiled.original, labels, noise, num_classes=num_classes) if ddim and num_classes else None
+    if latents is None and ddim and num_classes:
+        latents = ddim.latents(compiled.original, labels, noise, num_classes=num_classes)
     reference = reference.to(noise.device)
     previous = compiled.schedule
 
@@ -89,23 +96,23 @@ def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor,
                                        "span", guidance=sampler.guidance), log=False)
         compiled.reset()
 
-    def run_error(row: np.ndarray) -> np.ndarray:  # per sample
+    def run_error(row: np.ndarray, seeds: slice = slice(None)) -> np.ndarray:  # per sample
         first = max(0, int(np.argmin(row)) - history) if ddim is not None else 0  # the span starts at argmin(row)
         set_span(row, first, steps)
         if ddim is not None and latents is not None and num_classes:
-            out = dataclasses.replace(ddim, first_step=first).sample(compiled, labels, latents[first],
+            out = dataclasses.replace(ddim, first_step=first).sample(compiled, labels[seeds], latents[first][seeds],
                                                                      num_classes=num_classes)
         else:
-            out = sampler.sample(compiled, labels, noise, num_classes=num_classes)
-        return _mse(out, reference)
+            out = sampler.sample(compiled, labels[seeds], noise[seeds], num_classes=num_classes)
+        return _mse(out, reference[seeds])
 
     try:
         if method == "lookahead" and ddim is not None and latents is not None and num_classes:
             raw = _lookahead_edges(compiled, ddim, labels, latents, reference, set_span, max_gap, history,
                                    num_classes, progress)
             weights = sample_weights(raw)
-            table = _damped(EdgeTable(steps, max_gap, combine(raw, weights)),
-                            lambda row: float(np.mean(run_error(row) * weights)))
+            table = _damped(EdgeTable(steps, max_gap, combine(raw, weights)), raw, weights,
+                            run_error, slice(0, damping_seeds))
         else:
             per_sample = run_spans(run_error, steps, max_gap, progress=progress)
             table = EdgeTable(steps, max_gap, combine(per_sample, sample_weights(per_sample)))
@@ -116,20 +123,23 @@ def measure_spans(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor,
     return table
 
 
-def span_image_steps(steps: int, max_gap: int, history: int, method: str, restartable: bool) -> float:
-    """The image-steps :func:`measure_spans` runs per seed: its model work, known before it runs."""
+def span_image_steps(steps: int, max_gap: int, history: int, method: str, restartable: bool, *, seeds: int = 1,
+                     damping_seeds: int | None = None, latents_given: bool = False) -> float:
+    """The image-steps :func:`measure_spans` runs on ``seeds`` seeds: its model work, known before it
+    runs. ``damping_seeds`` and ``latents_given`` (the uncached latents passed in) as it was called."""
     spans = spans_up_to(steps, max_gap)
     if not restartable:
-        return float(len(spans) * steps)  # every span a whole run
+        return float(seeds * len(spans) * steps)  # every span a whole run
     start = {c: max(0, c + 1 - history) for c in range(steps)}
-    work = steps  # the uncached latents every span starts from
+    latents = 0 if latents_given else steps  # the uncached latents every span starts from
     if method == "end-to-end":
-        return float(work + sum(steps - start[c] for c, _ in spans))
-    work += sum(min(steps, c + max_gap) - start[c] for c in range(steps - 1))
-    return float(work + sum(steps - start[c] for c, _ in _anchor_spans(steps, set(spans))))
+        return float(seeds * (latents + sum(steps - start[c] for c, _ in spans)))
+    lookahead = sum(min(steps, c + max_gap) - start[c] for c in range(steps - 1))
+    damping = sum(steps - start[c] for c, _ in _anchor_spans(steps, set(spans)))
+    return float(seeds * (latents + lookahead) + min(seeds, damping_seeds or seeds) * damping)
 
 
-def _lookahead_edges(compiled: CachedModel, ddim: DDIMSampler, labels: torch.Tensor, latents: list[torch.Tensor],
+def _lookahead_edges(compiled: CachedModel, ddim: DDIMSampler, labels: torch.Tensor, latents: Sequence[torch.Tensor],
                      reference: torch.Tensor, set_span, max_gap: int, history: int, num_classes: int,
                      progress: bool) -> dict[tuple[int, int], np.ndarray]:
     """One run per span start ``c``: from ``history`` steps before it (to fill the predictor's
@@ -153,20 +163,25 @@ def _lookahead_edges(compiled: CachedModel, ddim: DDIMSampler, labels: torch.Ten
     return error
 
 
-def _damped(table: EdgeTable, run_error) -> EdgeTable:
+def _damped(table: EdgeTable, raw: dict[tuple[int, int], np.ndarray], weights: np.ndarray, run_error,
+            seeds: slice) -> EdgeTable:
     """The lookahead table with each span's weight scaled by how much of an error made before its
     end step survives to the final sample. An error in an early latent is largely damped by the
     denoising steps after it (on the reference model 10–100× at the first steps of 20, ~1× in the
     last quarter), which a one-step prediction cannot see; the factor depends mostly on the end
     step, so it is measured on a few spans run to the end (``ANCHOR_FRACTIONS`` of the run, gap
     ``ANCHOR_GAP``) and interpolated in log space, exactly 1 at the end. (A one-step clean-sample
-    prediction after each span instead of the latent cost 50 % more and ranked no better, measured.)"""
+    prediction after each span instead of the latent cost 50 % more and ranked no better, measured.)
+    ``seeds``: the samples of ``raw`` (per-sample lookahead errors) the spans are run to the end on;
+    each factor compares the two errors on the same ones."""
     steps = table.steps
     anchors: dict[int, float] = {steps: 0.0}
     for c, d in _anchor_spans(steps, table.error):
-        exact = run_error(span_row(steps, c, d))  # run even where it cannot be used: the work is known up front
-        if exact > 0 and table.error[(c, d)] > 0:
-            anchors[d] = math.log10(exact / table.error[(c, d)])
+        # run even where it cannot be used: the work is known up front
+        exact = float(np.mean(run_error(span_row(steps, c, d), seeds) * weights[seeds]))
+        ahead = float(np.mean(raw[(c, d)][seeds] * weights[seeds]))
+        if exact > 0 and ahead > 0:
+            anchors[d] = math.log10(exact / ahead)
     ends = sorted(anchors)
     factors = 10 ** np.interp(np.arange(steps + 1), ends, [anchors[d] for d in ends])
     return EdgeTable(steps, table.max_gap, {(c, d): e * float(factors[d]) for (c, d), e in table.error.items()})
