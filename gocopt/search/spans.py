@@ -6,8 +6,9 @@ error it leaves against the uncached run.
 
 The steps before a span are uncached, so their result is known: with gocopt's DDIM the run
 starts from the uncached latent a few steps before the span (as many as the predictor reads back)
-instead of from noise; calibration's run keeps those latents, so the table does not run them again. ``end-to-end`` then runs each span to the final sample (the exact weight, at
-the price of the rest of the run per span: ~700 uncached-sample equivalents on 8 seeds at DDIM-20).
+instead of from noise; calibration's run keeps those latents, so the table does not run them
+again. ``end-to-end`` then runs each span to the final sample (the exact weight, at the price of
+the rest of the run per span: ~700 uncached-sample equivalents on 8 seeds at DDIM-20).
 ``lookahead`` (the default) stops where the span ends — every span that starts at ``c`` is one run
 — and weighs it by the latent's error there, scaled by how much of such an error the remaining
 steps let through, measured on four spans run to the end (on ``Effort.damping_seeds`` of the
