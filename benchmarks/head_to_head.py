@@ -344,8 +344,8 @@ def readme_table(documents: list[dict]) -> str:
         lines.append(f"| {document['model']} | {document['steps']} | {document['budget']:.2f} | "
                      f"{ours['psnr_vs_uncached']:.2f}{mark} | {shown} | {margin(default)} | {margin(generous)} |")
     if earlier:
-        lines += ["", "† compiled under the default before issue #34 (held-out on 16 seeds, the global path alone "
-                      "sampled); the cell is being measured again under today's `Effort()`."]
+        lines += ["", "† compiled under an earlier default (each cell records its `Effort`); the cell is being "
+                      "measured again under today's `Effort()`."]
     return "\n".join(lines)
 
 
