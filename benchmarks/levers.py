@@ -107,13 +107,13 @@ LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever, budgets=FIRS
         Lever(replace(FIRST_34, damping_seeds=1,
                       always_sample=(*FIRST_34.always_names, "forecast-path-shared", "interval-taylor2")),
               against=NOW_DEFAULT, stopped=True),
+    # the default as the code runs it since the span table takes calibration's latents: its effort is the
+    # first #34 default's, but the work saved buys a fifth trial at DDIM-50/0.35 and a sixth at 0.75
+    LATENTS: Lever(FIRST_34, against=NOW_DEFAULT, budgets=(0.35, 0.75)),
     # the span table as it was (its latents from calibration: 3 samples' work less) and the held-out check
     # on 6 seeds (4 less): a fifth trial at 0.25, a sixth at 0.5, for DPCache's placement at every budget ...
     HELDOUT_6: Lever(replace(FIRST_34, heldout_samples=6,
                              always_sample=(*FIRST_34.always_names, "forecast-path-shared")), against=NOW_DEFAULT),
-    # the default as the code runs it since the span table takes calibration's latents: its effort is the
-    # first #34 default's, but the work saved buys a fifth trial at DDIM-50/0.35 and a sixth at 0.75
-    LATENTS: Lever(FIRST_34, against=NOW_DEFAULT, budgets=(0.35, 0.75)),
     # ... and FORA's mask with Taylor 2nd where a trial is left
     "held-out on 6 seeds; DPCache's placement and FORA's mask with Taylor 2nd sampled":
         Lever(replace(FIRST_34, heldout_samples=6,
@@ -146,7 +146,8 @@ def compute_cell(trained: TrainedModel, steps: int, budget: float, samples: int,
     decoder = evaluator.images if getattr(evaluator, "decode", None) is not None else None
     for name, lever in LEVERS.items():
         if name not in levers_at(budget):  # stopped, or not measured at this budget: kept as written
-            rows.extend([kept[name]] if name in kept else [])
+            if name in kept:
+                rows.append(kept[name])
             continue
         if name in kept and (name in per_sample or name != BASELINE):
             rows.append(kept[name])
