@@ -68,6 +68,8 @@ def test_the_span_table_starts_from_calibrations_latents_and_measures_damping_on
     own = sampler.latents(tiny_model, labels, noise, num_classes=spec.num_classes)
     assert all(torch.equal(a, b) for a, b in zip(calibration.latents, own))
     assert calibrate(compiled, sampler, labels, noise, num_classes=spec.num_classes).latents is None
+    with pytest.raises(ScheduleError, match="needs a sampler with latents"):  # a pipeline's sampler has none
+        calibrate(compiled, object(), labels, noise, num_classes=spec.num_classes, keep_latents=True)  # type: ignore[arg-type]
     span = labels[:2], noise[:2], calibration.samples[:2]
     options = {"max_gap": 4, "gram": calibration.gram, "num_classes": spec.num_classes}
     spent, tables = {}, {}

@@ -30,7 +30,7 @@ import torch
 
 from gocopt.atomic import atomic_path
 from gocopt.compiled import CachedModel
-from gocopt.errors import CalibrationError
+from gocopt.errors import CalibrationError, ScheduleError
 from gocopt.runtime.runtime import DEFAULT_CONTEXT
 from gocopt.sampling import Sampler
 from gocopt.schedule.schedule import all_compute
@@ -114,6 +114,9 @@ def calibrate(compiled: CachedModel, sampler: Sampler, labels: torch.Tensor, noi
     Raises :class:`~gocopt.errors.CalibrationError` at the first site output that is not finite,
     naming the step and the site (or, when every site stayed finite, at non-finite samples): no
     statistic, span or schedule is ever computed from a run that went NaN."""
+    if keep_latents and not callable(getattr(sampler, "latents", None)):
+        raise ScheduleError(f"calibrate(keep_latents=True) needs a sampler with latents() (gocopt's DDIM); "
+                            f"{type(sampler).__name__} has none: leave keep_latents off for it")
     previous = compiled.schedule
     compiled.set_schedule(all_compute(tuple(compiled.sites["site"]), sampler.steps, sampler.timesteps), log=False)
     site_ids = list(compiled.sites["site"])
