@@ -58,6 +58,10 @@ class Effort:
         trials: sampled trials per budget, each on all ``search_samples``; ``None``: as many as
             ``max_samples`` pays for.
         heldout_samples: other seeds the result is scored on (uncached and cached), with its standard error.
+        finalists: the best this many trials (by their mean on the search seeds) are also scored on the
+            held-out seeds, and the one best over both seed sets together is kept; each finalist past
+            the first costs ``heldout_samples`` samples' work, one trial's. 1: the search's best, kept
+            on its own seeds' word. The held-out score then helped choose, so it is slightly optimistic.
         baselines: also score FORA + GOC (paper) and the L2C-like schedule on the held-out seeds.
         always_sample: with a surrogate, the candidates (``ALWAYS_SAMPLED`` names) sampled among the
             trials whatever the surrogate ranks them: its blind spots, where only sampling can tell.
@@ -79,6 +83,7 @@ class Effort:
     surrogate_trials: int = 1000
     trials: int | None = None
     heldout_samples: int = 8  # 16 bought a report's number, not a better schedule; 8 more pays a trial (issue #34)
+    finalists: int = 1
     baselines: bool = False
     always_sample: tuple[str, ...] | None = None
     max_samples: float | None = None
@@ -100,7 +105,7 @@ class Effort:
         return cls(search_samples=16, span_seeds=2)
 
     def __post_init__(self) -> None:
-        for name in ("search_samples", "span_seeds", "damping_seeds", "heldout_samples"):
+        for name in ("search_samples", "span_seeds", "damping_seeds", "heldout_samples", "finalists"):
             if getattr(self, name) < 1:
                 raise ScheduleError(f"Effort.{name}={getattr(self, name)}: must be at least 1")
         if self.always_sample is None:  # resolved here, so the repr and equality show what will run
@@ -116,6 +121,9 @@ class Effort:
                                 "but surrogate_trials=0; give surrogate_trials > 0 or leave them out")
         if self.surrogate_trials < 0 or (self.trials is not None and self.trials < 1):
             raise ScheduleError("Effort.surrogate_trials must be >= 0 and Effort.trials >= 1 (or None)")
+        if self.trials is not None and self.finalists > self.trials:
+            raise ScheduleError(f"Effort.finalists={self.finalists} > Effort.trials={self.trials}: the finalists are "
+                                "trials; give at most as many finalists as trials")
         check_max_samples(self.max_samples)
         check_max_graphs(self.max_graphs)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -200,7 +208,8 @@ def plan_work(effort: Effort, *, steps: int, budgets: int, max_gap: int, restart
         "calibration": float(effort.search_samples),
         "spans": span_image_steps(steps, max_gap, history, method, restartable, seeds=span_seeds,
                                   damping_seeds=effort.damping_seeds, latents_given=True) / steps,
-        "held-out scoring": float(effort.heldout_samples * (1 + budgets * (3 if effort.baselines else 1))),
+        "held-out scoring": float(effort.heldout_samples
+                                  * (1 + budgets * (effort.finalists + (2 if effort.baselines else 0)))),
     }
     per_trial = budgets * effort.search_samples
     if effort.trials is not None:
@@ -209,7 +218,7 @@ def plan_work(effort: Effort, *, steps: int, budgets: int, max_gap: int, restart
         raise ScheduleError("Effort.trials=None sizes the search to max_samples; give one or the other")
     else:
         trials = math.floor((max_samples - sum(fixed.values())) / per_trial + 1e-9)
-    fewest = effort.fewest_trials if effort.trials is None else trials
+    fewest = max(effort.fewest_trials, effort.finalists) if effort.trials is None else trials
     least = sum(fixed.values()) + per_trial * fewest
     if max_samples is not None and max_samples + 1e-9 < least:
         raise ScheduleError(

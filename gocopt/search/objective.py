@@ -96,12 +96,19 @@ class ScheduleObjective:
                         guidance=self._sampler.guidance, budget=self._budget)
 
     @torch.no_grad()
-    def score(self, schedule: Schedule) -> float:
+    def sample_scores(self, schedule: Schedule) -> torch.Tensor:
+        """``(search samples,)``: each search seed's PSNR against its uncached sample. Kept per seed
+        because two schedules scored on the same seeds are compared paired: their per-seed
+        differences vary far less than either's PSNR does."""
         self._compiled.set_schedule(schedule, log=False)
         self._compiled.reset()
         samples = self._sampler.sample(self._compiled, self._set.labels, self._set.noise,
                                        num_classes=self._num_classes)
-        value = float(psnr(self._set.images(samples).cpu(), self._set.reference).mean())
+        return psnr(self._set.images(samples).cpu(), self._set.reference)
+
+    def score(self, schedule: Schedule) -> float:
+        """The mean of :meth:`sample_scores`; ``DIVERGED_DB`` where a sample is not finite."""
+        value = float(self.sample_scores(schedule).mean())
         if not np.isfinite(value):  # the uncached run was finite (calibration checks): this forecast diverged
             logger.warning("schedule %r samples non-finite values on the search seeds (its forecast diverges); "
                            "scored %g dB, below any schedule that samples finite images", schedule.name, DIVERGED_DB)
