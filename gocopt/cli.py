@@ -179,8 +179,8 @@ def cmd_compile(args) -> int:
     effort = Effort.full() if args.effort == "full" else Effort()
     effort = effort.with_overrides(
         baselines=args.baselines or None, surrogate_trials=args.surrogate_trials, trials=args.trials,
-        search_samples=args.search_samples, heldout_samples=args.heldout_samples, max_samples=args.max_samples,
-        seed=args.seed)
+        search_samples=args.search_samples, heldout_samples=args.heldout_samples, finalists=args.finalists,
+        max_samples=args.max_samples, seed=args.seed)
     effort = dataclasses.replace(effort, max_graphs=args.max_graphs)
     spec = DiTSpec(evaluator=_evaluator(args.model, device))  # the trained models: FD too
     study = StudyConfig(storage=args.storage, name=args.study_name, heartbeat=args.heartbeat)
@@ -298,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-samples", type=int, default=None,
                    help=f"held-out samples the result is scored on (default {effort.heldout_samples}, with its "
                         "standard error)")
+    p.add_argument("--finalists", type=int, default=None,
+                   help="the search's best this many trials are also scored on the held-out samples, and the best "
+                        f"over both seed sets is kept (default {effort.finalists}: the search's best; each more costs "
+                        "one trial's work)")
     p.add_argument("--effort", choices=("default", "full"), default="default",
                    help="full: gocopt 0.1's settings (40 trials × 64 samples, spans end to end, 256 held-out samples "
                         "and both baselines; ~4,000 sample equivalents per budget at DDIM-20)")
@@ -351,8 +355,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); "
                              "use --device cpu, or install a CUDA build of torch (README, GPU)")
     for name, least in (("steps", 2), ("n", 1), ("batch_size", 1), ("trials", 1), ("search_samples", 1),
-                        ("heldout_samples", 1), ("heartbeat", 1), ("max_graphs", 2), ("max_samples", 1),
-                        ("surrogate_trials", 0)):
+                        ("heldout_samples", 1), ("finalists", 1), ("heartbeat", 1), ("max_graphs", 2),
+                        ("max_samples", 1), ("surrogate_trials", 0)):
         value = getattr(args, name, None)
         if value is not None and value < least:
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be at least {least}")

@@ -13,6 +13,7 @@ import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,12 @@ from gocopt.schedule.named import interval_at_budget, l2c_mask, paper_goc
 from gocopt.schedule.schedule import Schedule
 from gocopt.search import ScheduleObjective, SearchSet, SpaceContext, check_budget
 from gocopt.search.effort import Effort, WorkPlan, default_max_samples, plan_work
+from gocopt.search.finalists import choose_finalist
 from gocopt.search.path import EdgeTable
 from gocopt.search.shared import shared_record
 from gocopt.search.spans import max_gap_for, measure_spans, restartable
 from gocopt.search.strategy import family_space, predictor_space, search_budget, step_weights
+from gocopt.search.study import best_trials
 from gocopt.search.study_config import StudyConfig
 from gocopt.trace.capture import first_call
 from gocopt.work import WorkMeter
@@ -223,21 +226,26 @@ def _search_budgets(compiled: CachedModel, sampler: Sampler, budgets: Sequence[f
                         name, found.trials)
             continue
         assert heldout is not None, "only a joining worker searches without held-out inputs"
-        schedule = objective.schedule(found.best, name=f"gocopt@{b:g}")
         with meter.phase("held-out scoring"):
-            quality: dict[str, Any] = {"heldout": heldout.score(schedule),
-                                       "search": {"psnr_vs_uncached": found.best_value, "samples": len(seeds)},
+            kept, finalists = choose_finalist(best_trials(found.study, effort.finalists),
+                                              partial(objective.schedule, name=f"gocopt@{b:g}"),
+                                              heldout.score, len(seeds))
+            schedule = kept.schedule
+            quality: dict[str, Any] = {"heldout": kept.heldout,
+                                       "search": {"psnr_vs_uncached": kept.search_psnr, "samples": len(seeds)},
                                        "scored_on": "samples" if decode is None else "decoded images"}
+            if effort.finalists > 1:  # the held-out seeds helped choose: every finalist's scores, for the record
+                quality["finalists"] = [finalist.to_record() for finalist in finalists]
             if effort.baselines:
                 quality["baselines"] = _baselines(heldout, compiled, sampler, b)
         provenance = {
             "inflection_points": inflections,
             "calibration": calibration.summary(),
-            "search": {"study": name, "trials": found.trials, "best_value": found.best_value, "seed": seed,
+            "search": {"study": name, "trials": found.trials, "best_value": kept.search_psnr, "seed": seed,
                        "objective": "mean per-sample PSNR vs uncached (dB) on the search seeds"
                                     + (", on decoded images" if decode is not None else ""),
                        "surrogate_trials": effort.surrogate_trials,
-                       "best_params": found.best.as_params(), **({"note": degenerate} if degenerate else {})},
+                       "best_params": kept.candidate.as_params(), **({"note": degenerate} if degenerate else {})},
             "quality": quality,
         }
         schedule = for_model(schedule.replace(provenance=provenance), compiled, sampler)

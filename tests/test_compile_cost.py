@@ -274,3 +274,42 @@ def test_always_sampled_candidates_that_cannot_be_sampled_are_refused_or_named(t
     with caplog.at_level("WARNING", logger="gocopt.search.surrogate"):
         gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8), effort=effort, progress=False)
     assert "do not fit in 2 sampled trials" in caplog.text
+
+
+def test_finalists_keep_the_best_over_search_and_held_out_seeds_at_the_planned_cost(tiny_model, tmp_path):
+    """``Effort.finalists=2``: the search's two best trials are scored on the held-out seeds and the
+    one best over both seed sets pooled is kept, for one more held-out scoring, as planned; with one
+    finalist the study's best trial is kept, as before finalists existed."""
+    import optuna
+
+    import gocopt
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    effort = replace(QUICK, trials=3, heldout_samples=4)
+    kept = {}
+    for finalists in (1, 2):
+        compiled = gocopt.compile(tiny_model, 0.4, sampler=gocopt.default_sampler(8),
+                                  effort=replace(effort, finalists=finalists), progress=False,
+                                  study=gocopt.StudyConfig(storage=storage, name=f"f{finalists}"))
+        provenance = compiled.schedule.provenance
+        study = optuna.load_study(study_name=f"f{finalists}-b0.4", storage=storage)
+        work = provenance["work"]
+        assert work["planned"]["held-out scoring"] == 4 * (1 + finalists)
+        assert work["phases"]["held-out scoring"]["sample_equivalents"] == pytest.approx(4 * (1 + finalists))
+        kept[finalists] = provenance
+    best = study.best_trial  # both studies sample the same trials: the finalists change only the last choice
+    assert kept[1]["search"]["best_params"] == {**kept[1]["search"]["best_params"], **best.params}
+    assert "finalists" not in kept[1]["quality"]
+    records = kept[2]["quality"]["finalists"]
+    values = sorted((t.value for t in study.get_trials() if t.value is not None), reverse=True)
+    assert [r["search_psnr"] for r in records] == pytest.approx(values[:2])
+    for record in records:  # the pooled mean weighs each seed alike: 8 search seeds, 4 held-out
+        assert record["pooled_psnr"] == pytest.approx((8 * record["search_psnr"] + 4 * record["heldout_psnr"]) / 12)
+    winner = max(records, key=lambda r: r["pooled_psnr"])
+    assert kept[2]["search"]["best_params"] == winner["params"]
+    assert kept[2]["quality"]["heldout"]["psnr_vs_uncached"] == winner["heldout_psnr"]
+    assert kept[2]["search"]["best_value"] == winner["search_psnr"]
+    with pytest.raises(ScheduleError, match="finalists=0: must be at least 1"):
+        Effort(finalists=0)
+    with pytest.raises(ScheduleError, match="finalists=3 > Effort.trials=2"):
+        Effort(trials=2, finalists=3)

@@ -147,8 +147,20 @@ def run_search(objective: ScheduleObjective, *, trials: int, seed: int = 0, stor
         bar.close()
         best = study.best_trial
         complete = _count(study, TrialState.COMPLETE)
-    params = {k: best.params[k] for k in Candidate.__dataclass_fields__ if k in best.params}
-    return SearchResult(Candidate(**params), float(best.value if best.value is not None else "nan"), study, complete)
+    return SearchResult(candidate_of(best), float(best.value if best.value is not None else "nan"), study, complete)
+
+
+def candidate_of(trial: optuna.trial.FrozenTrial) -> Candidate:
+    """The candidate a trial sampled (the parameters it was not asked keep their defaults)."""
+    return Candidate(**{k: trial.params[k] for k in Candidate.__dataclass_fields__ if k in trial.params})
+
+
+def best_trials(study: optuna.Study, count: int) -> list[tuple[Candidate, float]]:
+    """The ``count`` best complete trials as (candidate, score on the search seeds), best first; of
+    equal scores the earlier trial first, as ``study.best_trial`` takes it."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    ranked = sorted(complete, key=lambda t: (-float(t.value), t.number))[:count]  # type: ignore[arg-type]
+    return [(candidate_of(t), float(t.value)) for t in ranked]  # type: ignore[arg-type]
 
 
 def _watch_running(backend: optuna.storages.RDBStorage, running: list[optuna.trial.FrozenTrial],
@@ -237,4 +249,5 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-__all__ = ["GLOBAL_PATH", "METADATA_KEY", "SEED_CANDIDATES", "SearchResult", "W_MAX", "check_metadata", "run_search"]
+__all__ = ["GLOBAL_PATH", "METADATA_KEY", "SEED_CANDIDATES", "SearchResult", "W_MAX", "best_trials", "candidate_of",
+           "check_metadata", "run_search"]
