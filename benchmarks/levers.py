@@ -23,7 +23,6 @@ refused as made by other code). An interrupted run loses one cell at most.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 import gocopt
+from benchmarks.design_grid import BUDGETS, MODELS, SAMPLES, STEPS, cell_path, run_grid
 from benchmarks.quality_table import DESIGN_SEED_BASE, TrainedModel, bench_sampler, evaluation_set
 from gocopt.atomic import atomic_write_text
 from gocopt.errors import ScheduleError
@@ -40,9 +40,7 @@ from gocopt.metrics.fidelity import psnr
 from gocopt.report import environment, markdown_table, write_json
 from gocopt.search.effort import Effort
 
-MODELS, STEPS, BUDGETS = ("reference", "latent", "patch1"), (20, 50), (0.25, 0.35, 0.5, 0.75)
 FIRST_BUDGETS = (0.25, 0.5)  # the grid's budgets until the default changed: the levers decided then
-SAMPLES = 128
 CELLS = Path("docs/benchmarks/levers")
 
 
@@ -121,10 +119,6 @@ LEVERS = {name: lever if isinstance(lever, Lever) else Lever(lever, budgets=FIRS
               against=NOW_DEFAULT),
 }.items()}
 MEAN_TOLERANCE_DB = 1e-6  # a recomputed lever's mean PSNR against its record: the same code gives the same samples
-
-
-def cell_path(root: Path, model: str, steps: int, budget: float) -> Path:
-    return root / f"{model}_ddim{steps}_b{budget:.2f}.json"
 
 
 @torch.no_grad()
@@ -279,31 +273,9 @@ def _beyond(measured: list[dict], sign: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", choices=MODELS)
-    parser.add_argument("--steps", nargs="+", type=int)
-    parser.add_argument("--budget", nargs="+", type=float)
-    parser.add_argument("--samples", type=int, default=SAMPLES)
-    parser.add_argument("--cells", type=Path, default=CELLS)
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/levers"))
-    args = parser.parse_args(argv)
-    if not args.report:
-        args.cells.mkdir(parents=True, exist_ok=True)
-        for model in args.model or MODELS:
-            trained = TrainedModel.named(model)
-            for steps in args.steps or STEPS:
-                for budget in args.budget or BUDGETS:
-                    path = cell_path(args.cells, model, steps, budget)
-                    if not missing_levers(path, budget):
-                        print(f"{path} already written", flush=True)
-                        continue
-                    previous = json.loads(path.read_text()) if path.exists() else None
-                    cell = compute_cell(trained, steps, budget, args.samples, previous)
-                    write_json(path, cell)
-                    print(f"{path}: " + ", ".join(f"{r['lever']} {r.get('psnr', float('nan')):.2f}"
-                                                  for r in cell["rows"]), flush=True)
-    write_report(args.cells, args.out)
+    run_grid(argv, __doc__ or "", cells=CELLS, out=Path("docs/benchmarks/levers"),
+             missing=lambda path, budget: bool(missing_levers(path, budget)), compute=compute_cell,
+             report=write_report)
 
 
 if __name__ == "__main__":
