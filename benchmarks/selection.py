@@ -15,9 +15,10 @@ the held-out seeds the compile uses and on ``SAMPLES`` design seeds no compile a
 A rule (:class:`Rule`) is an effort and a way to choose. Its compile under the default cap samples the
 first ``plan_work(...).trials`` of the recorded trials — exactly: the surrogate ranks its candidates
 before the trial count is known, so fewer trials sample a prefix of more — and its choice is read off
-the recorded scores. Its design-seed quality is the chosen schedule's, paired against today's rule on
-the same seeds. Where held-out seeds are fewer than recorded, a rule reads the first of them: the same
-seeds, sampled in a batch of another size, so equal to float rounding.
+the recorded scores. Its design-seed quality is the chosen schedule's, paired against the first #34
+default's (``TODAY``: its candidates, the search's best kept) on the same seeds. Where held-out seeds
+are fewer than recorded, a rule reads the first of them: the same seeds, sampled in a batch of
+another size, so equal to float rounding.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ RECORDED_TRIALS = 6  # the most any rule below samples under the default cap
 RECORDED_HELDOUT = 8
 CELLS = Path("docs/benchmarks/selection")
 DPCACHE = "forecast-path-shared"
-RECORDINGS = {"today": FIRST_34,  # Effort()'s candidates
+RECORDINGS = {"today": FIRST_34,  # the first #34 default's candidates
               "+ DPCache's placement": replace(FIRST_34, always_sample=(*FIRST_34.always_names, DPCACHE))}
 
 
@@ -66,7 +67,7 @@ class Rule:
     #              effort.finalists; "prior": the first trial unless another beats it by 2 s.e., paired
 
 
-TODAY = "today: the search's best on its 8 seeds"
+TODAY = "the first #34 default: its candidates, the search's best on its 8 seeds"
 RULES = {
     TODAY: Rule("today", FIRST_34, "best"),
     "the best two re-scored on the held-out seeds (one trial fewer)": Rule("today", replace(FIRST_34, finalists=2),
@@ -74,7 +75,7 @@ RULES = {
     "the best three re-scored on the held-out seeds (two trials fewer)":
         Rule("today", replace(FIRST_34, finalists=3), "finalists"),
     "the surrogate's best kept unless beaten by 2 s.e. on the search seeds": Rule("today", FIRST_34, "prior"),
-    "held-out on 6; DPCache's placement sampled (levers: HELDOUT_6)":
+    "held-out on 6; DPCache's placement sampled (levers: HELDOUT_6; today's default)":
         Rule("+ DPCache's placement", replace(RECORDINGS["+ DPCache's placement"], heldout_samples=6), "best"),
     "DPCache's placement sampled; the best two re-scored on the held-out seeds":
         Rule("+ DPCache's placement", replace(RECORDINGS["+ DPCache's placement"], finalists=2), "finalists"),
@@ -189,7 +190,7 @@ def choose(rule: Rule, cell: dict) -> tuple[str, int]:
 
 
 def evaluate(cells: list[dict], levers_root: Path = Path("docs/benchmarks/levers")) -> list[dict]:
-    """Per cell and rule: the kept schedule's design PSNR, paired against today's rule, and (for the
+    """Per cell and rule: the kept schedule's design PSNR, paired against ``TODAY``'s, and (for the
     rules a levers cell measured by compiling) whether the simulated choice is the compiled one."""
     rows = []
     for cell in cells:
@@ -209,7 +210,7 @@ def evaluate(cells: list[dict], levers_root: Path = Path("docs/benchmarks/levers
             row = {**where, "trials": trials, "psnr": float(design[key].mean()),
                    "diff": float(diff.mean()), "diff_stderr": float(diff.std(ddof=1) / np.sqrt(len(diff))),
                    "kept": cell["schedules"][key]["family"]}
-            if name == TODAY and LATENTS in compiled:  # the levers' compile of today's default, by today's code
+            if name == TODAY and LATENTS in compiled:  # the levers' compile of that default, by today's code
                 row["compiled_psnr"] = float(np.mean(compiled[LATENTS]))
             rows.append(row)
         rows.append({"model": cell["model"], "steps": cell["steps"], "budget": cell["budget"],
@@ -252,16 +253,17 @@ def write_report(root: Path, out: Path) -> dict:
     rows = evaluate(cells)
     summary = verdicts(rows)
     columns = [("model", "model", ""), ("steps", "DDIM", ""), ("budget", "budget", ".2f"), ("rule", "rule", ""),
-               ("trials", "trials", ""), ("psnr", "PSNR (dB)", ".2f"), ("diff", "vs today (dB)", "+.2f"),
+               ("trials", "trials", ""), ("psnr", "PSNR (dB)", ".2f"),
+               ("diff", "vs the first #34 default (dB)", "+.2f"),
                ("diff_stderr", "± s.e.", ".2f"), ("compiled_psnr", "compiled (levers cell)", ".2f"),
                ("kept", "kept", "")]
     text = ("# Which trial a compile keeps: selection rules per model\n\n"
             "Built by `python -m benchmarks.selection --report` from the cells in `docs/benchmarks/selection/`. "
             f"PSNR against the uncached model on {SAMPLES} design seeds (decoded pixels for the latent model), "
-            "paired against today's rule on the same seeds. A rule *helps* (*hurts*) in a cell where the paired "
+            f"paired against *{TODAY}* on the same seeds. A rule *helps* (*hurts*) in a cell where the paired "
             "difference is beyond two standard errors. Each rule's compile samples the first of the recorded trials "
             "that the default cap pays for under its effort (the *trials* column), and keeps one of them as it says. "
-            "Where the levers benchmark compiled today's default by today's code in the same cell (budgets 0.35 "
+            "Where the levers benchmark compiled that default by today's code in the same cell (budgets 0.35 "
             f"and 0.75, *{LATENTS}*), its PSNR stands beside the simulated choice: equal where the simulation is "
             "exact.\n\n" + (f"**Missing cells**: {', '.join(missing)}.\n\n" if missing else "")
             + "## Per rule\n\n" + markdown_table(summary, [("rule", "rule", ""), ("cells", "cells", ""),

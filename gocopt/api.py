@@ -207,7 +207,7 @@ def compile_pipeline(pipe: Any, budget: float | Sequence[float] = 0.5, *, inputs
             (``{"class_labels": 3}``, ``{"prompt": "…"}`` or precomputed prompt embeddings).
         steps: the pipeline's ``num_inference_steps``.
         call_kwargs: fixed pipeline arguments (``guidance_scale``, …), recorded in the schedule.
-        effort: as for :func:`compile`; ``None``: ``Effort.for_pipeline()``, 16 search and 16
+        effort: as for :func:`compile`; ``None``: ``Effort.for_pipeline()``, 16 search and 8
             held-out samples, spans on 2 (a scheduler cannot restart a run midway, so spans run
             whole); start from it to change one field: ``Effort.for_pipeline().with_overrides(trials=20)``.
         study: as for :func:`compile`.

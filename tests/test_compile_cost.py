@@ -151,7 +151,7 @@ def test_step_weights_recover_how_each_step_carries_its_error_to_the_end():
 def test_the_plan_sizes_the_search_to_the_cap_and_refuses_what_it_cannot_pay():
     plan = plan_work(Effort(), steps=20, budgets=1, max_gap=5, restartable=True, max_samples=default_max_samples(1))
     assert plan.total <= 100 and plan.trials >= 2
-    assert plan.phases["held-out scoring"] == 16 and plan.phases["calibration"] == 8
+    assert plan.phases["held-out scoring"] == 12 and plan.phases["calibration"] == 8
     assert plan.trials >= len(Effort().always_sample)  # the default cap samples every always-sampled candidate
     four = plan_work(Effort(), steps=50, budgets=4, max_gap=9, restartable=True, max_samples=default_max_samples(4))
     assert four.total <= 250 and default_max_samples(4) == 250
@@ -231,8 +231,10 @@ def test_the_default_samples_the_levers_that_won_and_a_search_without_a_surrogat
     out instead of being refused), while ones the caller named stay and are refused without one."""
     from gocopt.search.effort import DEFAULT_ALWAYS_SAMPLED, Effort
 
-    assert Effort().always_sample == DEFAULT_ALWAYS_SAMPLED == ("global-path", "path-shared", "interval-taylor1")
-    assert Effort().heldout_samples == 8
+    assert Effort().always_sample == DEFAULT_ALWAYS_SAMPLED == ("global-path", "path-shared", "interval-taylor1",
+                                                                "forecast-path-shared")
+    assert Effort().heldout_samples == 6
+    assert Effort.for_pipeline().heldout_samples == 8
     assert Effort(surrogate_trials=0, trials=4).always_sample == () == Effort.full().always_sample
     assert Effort().with_overrides(surrogate_trials=0).always_sample == ()
     without = Effort(surrogate_trials=0, trials=4)

@@ -79,8 +79,14 @@ def test_a_lever_is_a_default_only_where_it_helps_somewhere_hurts_nowhere_and_ev
     verdict = {v["lever"]: v["verdict"] for v in helped}
     assert {verdict[name] for name in names if name not in stopped} == {"yes"}  # +0.5 beyond 2 s.e. on one model
     assert {verdict[name] for name in stopped} == {"no: stopped"}  # whatever its cells say, it is measured no more
-    hurt = levers.lever_verdicts(rows(lambda m, s, b: -0.3 if (m, s) == ("patch1", 50) else 0.5))
-    assert {v["verdict"] for v in hurt} == {"no: hurts"} and "patch1 50/0.25" in hurt[0]["hurts"]
+    # a model worse on the mean of its cells: not a default, whatever the other models gain
+    hurt = levers.lever_verdicts(rows(lambda m, s, b: -0.3 if m == "patch1" else 0.5))
+    assert {v["verdict"] for v in hurt} == {"no: worse on patch1"} and "patch1 50/0.25" in hurt[0]["hurts"]
+    # one cell worse, its model better on the mean of its cells: the cell is named, the lever passes
+    one = levers.lever_verdicts(rows(lambda m, s, b: -0.3 if (m, s) == ("latent", 50) and b in (0.25, 0.35) else 0.5))
+    assert all(v["hurts"] in ("latent 50/0.25", "latent 50/0.35", "latent 50/0.25, latent 50/0.35") for v in one)
+    assert {v["verdict"] for v in one if v["lever"] not in stopped} == {"yes"}
+    assert "latent +" in one[0]["per_model"]
     partial = levers.lever_verdicts(rows(lambda m, s, b: 0.5)[1:])
     assert partial[0]["verdict"] == "not yet: cells missing"
     first = grid[names[0]]
