@@ -63,7 +63,8 @@ BASELINE = "defaults before issue #34 (held-out on 16 seeds; the global path alo
 BEFORE_34 = Effort(heldout_samples=16, always_sample=("global-path",), damping_seeds=3)  # that baseline's effort
 NOW_DEFAULT = ("held-out on 8 seeds; global path with the whole-history shared forecast and FORA's mask with "
                "Taylor 1st sampled")
-FIRST_34 = Effort(always_sample=("global-path", "path-shared", "interval-taylor1"), damping_seeds=3)  # its effort
+FIRST_34 = Effort(always_sample=("global-path", "path-shared", "interval-taylor1"), damping_seeds=3,
+                  heldout_samples=8)  # its effort, every field it set pinned
 
 DAMPING_1 = "the span table's damping on 1 seed of 3 (its latents from calibration): the work saved buys a trial"
 LATENTS = ("the span table's latents from calibration: the work saved buys a trial (the default until held-out "
