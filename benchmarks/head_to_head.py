@@ -315,14 +315,6 @@ README_BEGIN = "<!-- head-to-head table: written by `python -m benchmarks.head_t
 README_END = "<!-- end of the head-to-head table -->"
 
 
-def same_effort(recorded: str | None, today: str) -> bool:
-    """Whether a cell's recorded ``repr(Effort)`` is today's. A cell recorded before ``finalists``
-    existed ran what ``finalists=1`` runs (the search's best kept: ``test_finalists_keep_the_best_...``
-    pins it), so it is today's where that is the default; any other field added later changed the code
-    that ran, and the record without it is an earlier default."""
-    return recorded == today or recorded == today.replace(", finalists=1,", ",")
-
-
 def readme_table(documents: list[dict]) -> str:
     """The README's one table, from the cells: per model, step count and budget, gocopt's default
     compile against the best other row of equal set-up work (composites included), and the margin
@@ -347,7 +339,7 @@ def readme_table(documents: list[dict]) -> str:
             text = f"{v['margin_db']:+.2f}{_stderr(v.get('margin_stderr'))}"
             return f"**{text}**" if v.get("meets_goal") else text
 
-        mark = "" if same_effort(document["settings"].get("gocopt_effort"), today) else " †"
+        mark = "" if document["settings"].get("gocopt_effort") == today else " †"
         earlier = earlier or bool(mark)
         lines.append(f"| {document['model']} | {document['steps']} | {document['budget']:.2f} | "
                      f"{ours['psnr_vs_uncached']:.2f}{mark} | {shown} | {margin(default)} | {margin(generous)} |")
