@@ -21,7 +21,7 @@ from gocopt.schedule.schedule import Schedule
 
 pytestmark = pytest.mark.slow  # end to end: every committed file, sampled against the uncached model
 SCHEDULES = sorted((Path(__file__).parent.parent / "schedules").glob("*_ddim*.json"))
-N = 100
+N = 40  # enough for a 4-s.e. check; the whole set runs in CI
 
 
 def test_the_committed_set_is_complete():

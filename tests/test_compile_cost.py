@@ -131,6 +131,25 @@ def test_feature_errors_are_the_exact_errors_on_the_trajectory():
     assert (feature_errors(mask, fitted, gram) <= plain + 1e-9).all()
 
 
+def test_memos_shared_across_masks_give_exactly_the_fits_and_errors_made_afresh():
+    """A surrogate study reuses fits and site errors across thousands of masks: every one must be
+    what a fresh computation gives, bit for bit, whatever masks came before it."""
+    rng = np.random.default_rng(1)
+    gram = _gram(rng.normal(size=(3, 10, 20)).cumsum(axis=1))
+    fits: dict = {}
+    errors: dict = {}
+    for _ in range(12):
+        mask = rng.random((10, 3)) < 0.5
+        mask[0] = True
+        for history in (1, 2, 3):
+            fresh = fit_predictor(mask, gram, history)
+            remembered = fit_predictor(mask, gram, history, memo=fits)
+            assert remembered.terms == fresh.terms
+            expected = feature_errors(mask, fresh, gram)
+            assert np.array_equal(feature_errors(mask, remembered, gram, errors), expected)
+    assert 0 < len(errors) < 12 * 3 * 3 and len(fits) > 0  # the memos were used, and shared
+
+
 def test_step_weights_recover_how_each_step_carries_its_error_to_the_end():
     """Span errors made from known weights λ_s and the spans' feature errors: the fit finds λ."""
     rng = np.random.default_rng(1)

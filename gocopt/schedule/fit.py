@@ -30,8 +30,13 @@ from gocopt.schedule.reuse import Term
 
 
 def fit_predictor(mask: np.ndarray, gram: np.ndarray, history: int = 2, *, ridge: float = 1e-3,
-                  affine: bool = True) -> Fitted:
-    """The fitted predictor of ``mask`` from calibration's Gram matrices ``(sites, steps, steps)``."""
+                  affine: bool = True, memo: dict | None = None) -> Fitted:
+    """The fitted predictor of ``mask`` from calibration's Gram matrices ``(sites, steps, steps)``.
+
+    ``memo``: a dict kept with ``gram`` across calls (:class:`~gocopt.search.space.SpaceContext`
+    holds one). A forecast depends only on its site, its step and the computed steps it reads, and a
+    search fits thousands of masks that share most of them, so it reuses those fits exactly instead of
+    solving them again."""
     mask = np.asarray(mask, dtype=bool)
     steps, sites = mask.shape
     if gram.shape != (sites, steps, steps):
@@ -42,7 +47,13 @@ def fit_predictor(mask: np.ndarray, gram: np.ndarray, history: int = 2, *, ridge
     for s in range(steps):
         for i in np.flatnonzero(~mask[s]):
             points = before[s][i][::-1][:history]  # nearest first
-            terms[(s, int(i))] = _fit_one(gram[i], s, points, ridge, affine)
+            if memo is None:
+                terms[(s, int(i))] = _fit_one(gram[i], s, points, ridge, affine)
+                continue
+            key = (int(i), s, tuple(points), ridge, affine)
+            if key not in memo:
+                memo[key] = _fit_one(gram[i], s, points, ridge, affine)
+            terms[(s, int(i))] = memo[key]
     return Fitted(history, terms, {"ridge": ridge, "affine": affine})
 
 

@@ -17,7 +17,7 @@ A candidate also names its predictor (:mod:`gocopt.schedule.predictors`): GOC wi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -98,6 +98,9 @@ class SpaceContext:
     gram: np.ndarray | None = None  # (sites, steps, steps): calibration's trajectory Gram, for fitted predictors
     edges: EdgeTable | None = None  # end-to-end span errors, for the path family
     max_graphs: int | None = DEFAULT_MAX_GRAPHS  # step graphs a schedule may have (None: no limit)
+    # fitted forecasts by (site, step, steps read), reused by every candidate fitted against ``gram``
+    # (:func:`~gocopt.schedule.fit.fit_predictor`'s ``memo``)
+    fits: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def min_cost(self) -> float:
@@ -255,5 +258,5 @@ def build_predictor(candidate: Candidate, ctx: SpaceContext, mask: np.ndarray) -
             raise ScheduleError("fitted predictors need calibration's Gram matrices (SpaceContext.gram)")
         if name == "shared":
             return fit_shared(mask, ctx.gram)
-        return fit_predictor(mask, ctx.gram, int(name.removeprefix("fitted")))
+        return fit_predictor(mask, ctx.gram, int(name.removeprefix("fitted")), memo=ctx.fits)
     raise ScheduleError(f"unknown predictor {name!r}; expected one of {PREDICTORS + EXTRA_PREDICTORS}")

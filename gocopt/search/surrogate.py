@@ -28,6 +28,7 @@ import optuna
 from gocopt.numerics import nonnegative_least_squares
 from gocopt.schedule.fit import fit_predictor
 from gocopt.schedule.predictors import Predictor
+from gocopt.schedule.reuse import Reuse
 from gocopt.schedule.schedule import Schedule
 from gocopt.search.objective import suggest
 from gocopt.search.path import EdgeTable, span_row
@@ -36,30 +37,46 @@ from gocopt.search.space import FAMILIES, Candidate
 logger = logging.getLogger(__name__)
 
 
-def feature_errors(mask: np.ndarray, predictor: Predictor, gram: np.ndarray) -> np.ndarray:
+def feature_errors(mask: np.ndarray, predictor: Predictor, gram: np.ndarray, memo: dict | None = None) -> np.ndarray:
     """``(steps, sites)``: the squared error of every reused value on the uncached trajectory
     (0 where computed). A value made from used values that were themselves predicted (GOC) is
-    unrolled to the computed values it is made of."""
+    unrolled to the computed values it is made of.
+
+    ``memo``: a dict kept with ``gram`` across calls. A site's errors depend only on its own actions,
+    and a surrogate study scores thousands of schedules that leave most sites as they were, so it
+    reuses those sites' errors exactly."""
     mask = np.asarray(mask, dtype=bool)
     steps, sites = mask.shape
     actions = predictor.actions(mask)
     errors = np.zeros((steps, sites))
     for i in range(sites):
-        g = gram[i]
-        made_of: list[dict[int, float]] = []  # the value used at each step, over computed steps
-        for s in range(steps):
-            action = actions[s][i]
-            if action is None:
-                made_of.append({s: 1.0})
-                continue
-            combination: dict[int, float] = {}
-            for age, coefficient in action.terms:
-                for u, c in made_of[s - age].items():
-                    combination[u] = combination.get(u, 0.0) + coefficient * c
-            made_of.append(combination)
-            us = np.fromiter(combination, dtype=int)
-            cs = np.fromiter(combination.values(), dtype=float)
-            errors[s, i] = max(0.0, g[s, s] - 2 * cs @ g[s, us] + cs @ g[np.ix_(us, us)] @ cs)
+        column = tuple(row[i] for row in actions)
+        if memo is None:
+            errors[:, i] = _site_errors(column, gram[i])
+            continue
+        key = (i, column)
+        if key not in memo:
+            memo[key] = _site_errors(column, gram[i])
+        errors[:, i] = memo[key]
+    return errors
+
+
+def _site_errors(actions: tuple[Reuse | None, ...], g: np.ndarray) -> np.ndarray:
+    """One site's error at each step, given what it does at each step and its Gram matrix ``g``."""
+    errors = np.zeros(len(actions))
+    made_of: list[dict[int, float]] = []  # the value used at each step, over computed steps
+    for s, action in enumerate(actions):
+        if action is None:
+            made_of.append({s: 1.0})
+            continue
+        combination: dict[int, float] = {}
+        for age, coefficient in action.terms:
+            for u, c in made_of[s - age].items():
+                combination[u] = combination.get(u, 0.0) + coefficient * c
+        made_of.append(combination)
+        us = np.fromiter(combination, dtype=int)
+        cs = np.fromiter(combination.values(), dtype=float)
+        errors[s] = max(0.0, g[s, s] - 2 * cs @ g[s, us] + cs @ g[np.ix_(us, us)] @ cs)
     return errors
 
 
@@ -86,9 +103,10 @@ def fit_step_weights(edges: EdgeTable, gram: np.ndarray, num_sites: int, history
     return nonnegative_least_squares(a / y[:, None], np.ones(len(y)), what="surrogate step weights")
 
 
-def surrogate_error(schedule: Schedule, gram: np.ndarray, weights: np.ndarray) -> float:
-    """``Σ_s weights[s] · Σ_i e[s, i]``: the estimated end-to-end error of ``schedule``."""
-    return float(feature_errors(schedule.mask, schedule.predictor, gram).sum(axis=1) @ weights)
+def surrogate_error(schedule: Schedule, gram: np.ndarray, weights: np.ndarray, memo: dict | None = None) -> float:
+    """``Σ_s weights[s] · Σ_i e[s, i]``: the estimated end-to-end error of ``schedule`` (``memo``: see
+    :func:`feature_errors`)."""
+    return float(feature_errors(schedule.mask, schedule.predictor, gram, memo).sum(axis=1) @ weights)
 
 
 def rank_candidates(make_schedule: Callable[[Candidate], Schedule], gram: np.ndarray, weights: np.ndarray, *,
@@ -110,11 +128,12 @@ def rank_candidates(make_schedule: Callable[[Candidate], Schedule], gram: np.nda
     for candidate in seeds:
         study.enqueue_trial(candidate.as_params())
     found: dict[tuple, tuple[Candidate, float]] = {}
+    memo: dict = {}  # each site's errors by its actions, shared by every trial
 
     def objective(trial: optuna.Trial) -> float:
         candidate = suggest(trial, families)
         schedule = make_schedule(candidate)
-        error = surrogate_error(schedule, gram, weights)
+        error = surrogate_error(schedule, gram, weights, memo)
         key = _schedule_key(schedule)
         if key not in found or error < found[key][1]:
             found[key] = (candidate, error)
