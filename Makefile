@@ -23,7 +23,7 @@ demo: $(BIN)/gocopt
 	$(BIN)/gocopt -v compile --model reference --budget 0.5 --steps 20 --out demo/reference_ddim20_b0.50.json
 
 test: $(BIN)/gocopt
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile  # a worker per core, each file on one worker
 
 lint: $(BIN)/gocopt
 	$(BIN)/ruff check .

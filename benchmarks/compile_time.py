@@ -19,7 +19,6 @@ Writes ``docs/benchmarks/compile_time.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 
@@ -27,6 +26,7 @@ import optuna
 import torch
 
 from benchmarks.fresh_process import run_row
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.report import environment, markdown_table, write_json
 
@@ -41,7 +41,7 @@ def row(schedule: str | None, device: str, mode: str | None, rounds: int, images
     from gocopt.schedule.io import load_schedule
     from gocopt.timing import timed
 
-    torch.set_num_threads(int(os.environ.get("GOCOPT_BENCH_THREADS", "2")))
+    torch.set_num_threads(bench_threads())
     model = reference().to(device).eval()
     steps = load_schedule(f"schedules/{schedule}.json").steps if schedule else 50
     sampler = DDIMSampler(steps=steps, guidance_scale=4.0, clip_denoised=True)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", default=None, help="torch.compile mode (reduce-overhead: CUDA graphs)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=bench_threads())
     parser.add_argument("--out", default="docs/benchmarks/compile_time")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import gocopt
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.integrations.diffusers import PIPELINE_EFFORT
 from gocopt.metrics.fidelity import paired_fidelity
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--out", default="docs/benchmarks/diffusers_caches")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(bench_threads())
     logging.basicConfig(level=logging.WARNING)
     samples, trials, fit_samples = (12, 3, 2) if args.quick else (args.samples, args.trials, 4)
     labels = [i % 10 for i in range(samples)]

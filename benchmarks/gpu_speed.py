@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.kept_memory import searched_shape
 from benchmarks.speed_table import gocopt_shaped
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5 if cuda else 3)
     parser.add_argument("--compile-mode", default="reduce-overhead" if cuda else None)
     parser.add_argument("--backend", default="inductor")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=bench_threads())
     parser.add_argument("--quick", action="store_true", help="CI size: DiT-Tiny, 8 steps, one round, aot_eager")
     parser.add_argument("--out", default="docs/benchmarks/gpu_speed")
     args = parser.parse_args(argv)

@@ -59,6 +59,7 @@ from benchmarks.quality_table import (
     verdicts,
 )
 from benchmarks.speed_table import speed_ok, speed_rows
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.plots import save_quality_vs_cost
 from gocopt.report import environment, markdown_table, write_json
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                         "samples (CI-sized cells; default: none)")
     parser.add_argument("--compile-work", type=float, help="max_samples of the default section's compile "
                         "(default: gocopt.compile's)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=bench_threads())
     parser.add_argument("--cells", type=Path, default=CELLS_DIR, help="where the cell files live")
     parser.add_argument("--cache", type=Path, default=UNCACHED_CACHE, help="where a step count's uncached samples "
                         "are kept for its cells")

@@ -23,6 +23,7 @@ import resource
 import numpy as np
 import torch
 
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--out", default="docs/benchmarks/kept_memory")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(bench_threads())
     print(write(measure(args.model, args.steps, args.budget, args.images), args.out))
 
 

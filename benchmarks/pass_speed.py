@@ -17,6 +17,7 @@ import argparse
 import torch
 
 from benchmarks.speed_table import measure
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.compiled import cache_model
 from gocopt.models import model_by_name
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--budgets", default="1.0,0.5")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=bench_threads())
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -16,6 +16,7 @@ import argparse
 import torch
 from tqdm import tqdm
 
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.calibrate import calibrate
 from gocopt.compiled import cache_model
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=bench_threads())
     parser.add_argument("--out", default="docs/benchmarks/predictor_overhead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -22,6 +22,7 @@ import time
 import torch
 
 from benchmarks.fresh_process import run_row
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.report import environment, markdown_table, write_json
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,2,4")
     parser.add_argument("--requests", type=int, default=8, help="requests per client")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads of the process")
+    parser.add_argument("--threads", type=int, default=bench_threads(), help="torch intra-op threads of the process")
     parser.add_argument("--out", default="docs/benchmarks/serving")
     args = parser.parse_args(argv)
     rows = []

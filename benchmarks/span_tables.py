@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.quality_table import DESIGN_SEED_BASE
+from benchmarks.threads import bench_threads
 from gocopt.atomic import atomic_write_text
 from gocopt.calibrate import calibrate, detect_inflections
 from gocopt.compiled import CachedModel, cache_model
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[20])
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
     parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=bench_threads())
     parser.add_argument("--schedules", default="schedules")
     parser.add_argument("--out", default="docs/benchmarks/span_tables")
     args = parser.parse_args(argv)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from hypothesis import settings
 
-torch.set_num_threads(2)
+# ``make test`` runs one pytest-xdist worker per core: each takes one thread, since two workers of two
+# threads on two cores oversubscribe them, which slows torch several-fold. A subprocess a test starts
+# imports this file with the worker's environment, so it computes with the same thread count.
+# Benchmarks run by a test take their thread count from GOCOPT_BENCH_THREADS (benchmarks/threads.py).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("GOCOPT_BENCH_THREADS", "1")
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 # Property-based tests: ``ci`` (the default) runs a fixed, repeatable set of examples, sized for CI's
 # time; ``pytest --hypothesis-profile=long`` runs twenty times as many, drawn afresh each run.

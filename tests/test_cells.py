@@ -15,7 +15,7 @@ import pytest
 from benchmarks.cells import Cell, all_cells, missing_cells
 
 ROOT = Path(__file__).parent.parent
-TINY = ["--samples", "12", "--timing-samples", "1", "--setup-ceiling", "8"]
+TINY = ["--samples", "12", "--timing-samples", "1", "--setup-ceiling", "8", "--threads", "1"]
 
 
 def _head_to_head(*args: str, cells: Path, cache: Path) -> subprocess.Popen:
