@@ -12,9 +12,10 @@ from hypothesis import settings
 # threads on two cores oversubscribe them, which slows torch several-fold. A subprocess a test starts
 # imports this file with the worker's environment, so it computes with the same thread count.
 # Benchmarks run by a test take their thread count from GOCOPT_BENCH_THREADS (benchmarks/threads.py).
-if os.environ.get("PYTEST_XDIST_WORKER"):
+ON_A_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if ON_A_WORKER:
     os.environ.setdefault("GOCOPT_BENCH_THREADS", "1")
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+torch.set_num_threads(1 if ON_A_WORKER else 2)
 
 # Property-based tests: ``ci`` (the default) runs a fixed, repeatable set of examples, sized for CI's
 # time; ``pytest --hypothesis-profile=long`` runs twenty times as many, drawn afresh each run.

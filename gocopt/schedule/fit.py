@@ -43,13 +43,11 @@ def fit_predictor(mask: np.ndarray, gram: np.ndarray, history: int = 2, *, ridge
         raise ScheduleError(f"calibration Gram has shape {gram.shape}, the mask needs {(sites, steps, steps)}; "
                             "calibrate with the same sampler and model")
     before = computed_steps_before(mask)
+    memo = {} if memo is None else memo
     terms: dict[tuple[int, int], tuple[Term, ...]] = {}
     for s in range(steps):
         for i in np.flatnonzero(~mask[s]):
             points = before[s][i][::-1][:history]  # nearest first
-            if memo is None:
-                terms[(s, int(i))] = _fit_one(gram[i], s, points, ridge, affine)
-                continue
             key = (int(i), s, tuple(points), ridge, affine)
             if key not in memo:
                 memo[key] = _fit_one(gram[i], s, points, ridge, affine)

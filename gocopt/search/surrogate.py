@@ -49,14 +49,11 @@ def feature_errors(mask: np.ndarray, predictor: Predictor, gram: np.ndarray, mem
     steps, sites = mask.shape
     actions = predictor.actions(mask)
     errors = np.zeros((steps, sites))
+    memo = {} if memo is None else memo
     for i in range(sites):
-        column = tuple(row[i] for row in actions)
-        if memo is None:
-            errors[:, i] = _site_errors(column, gram[i])
-            continue
-        key = (i, column)
+        key = (i, tuple(row[i] for row in actions))
         if key not in memo:
-            memo[key] = _site_errors(column, gram[i])
+            memo[key] = _site_errors(key[1], gram[i])
         errors[:, i] = memo[key]
     return errors
 
